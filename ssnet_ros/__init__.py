@@ -1,0 +1,16 @@
+"""ssnet_ros: SSNet / FCN-8s semantic segmentation for ROS 2 camera streams.
+
+The inference core (this package's top level) is pure PyTorch and numpy; only
+``ssnet_ros.node`` and ``ssnet_ros.conversions`` touch ROS.
+"""
+
+from .checkpoint import ModelCard, load_checkpoint, read_card, save_checkpoint
+from .errors import SSNetError
+from .models import build_model, list_models
+from .segmenter import SegmentationResult, Segmenter, default_weights
+
+__all__ = [
+    "ModelCard", "SSNetError", "SegmentationResult", "Segmenter", "build_model",
+    "default_weights", "list_models", "load_checkpoint", "read_card", "save_checkpoint",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,46 @@
+"""Image preprocessing shared by inference, training, evaluation and export."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def check_rgb(image: np.ndarray) -> np.ndarray:
+    """Return ``image`` if it is an HxWx3 uint8 array, else raise ValueError saying why."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"expected a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"image has no pixels: {image.shape}")
+    return image
+
+
+def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float], *,
+              dtype: torch.dtype = torch.float32, channels_last: bool = False) -> torch.Tensor:
+    """NHWC uint8 (or float 0..255) RGB -> normalised NCHW ``dtype`` on the batch's device."""
+    m = torch.as_tensor(mean, dtype=torch.float32, device=batch.device).view(1, 1, 1, 3)
+    s = torch.as_tensor(std, dtype=torch.float32, device=batch.device).view(1, 1, 1, 3)
+    x = ((batch.float() - m) / s).permute(0, 3, 1, 2).to(dtype)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    return x.contiguous(memory_format=memory_format)
+
+
+def resize_input(x: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+    """Bilinearly resize an NCHW batch to ``size`` (height, width); None or same size: no-op."""
+    if size is None or tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
+
+
+def resize_nearest(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-resize an (N, H, W) label or confidence tensor to ``size`` (height, width)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    dtype = x.dtype
+    y = F.interpolate(x[:, None].float(), size=size, mode="nearest-exact")[:, 0]
+    return y.to(dtype)
