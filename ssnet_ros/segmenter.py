@@ -88,20 +88,37 @@ class Segmenter:
                  precision: str = "auto", input_size: tuple[int, int] | None = None,
                  drivable_classes: Sequence[str] | None = None,
                  warmup: bool | None = None) -> None:
-        self.weights = resolve_weights(weights)
+        self.weights: Path | None = resolve_weights(weights)
+        model, card = load_checkpoint(self.weights)
+        self._setup(model, card, device=device, precision=precision, input_size=input_size,
+                    drivable_classes=drivable_classes, warmup=warmup)
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, card: ModelCard, *, device: str = "auto",
+                   precision: str = "auto", input_size: tuple[int, int] | None = None,
+                   warmup: bool | None = False) -> Segmenter:
+        """Wrap an in-memory model (e.g. during training) with the same inference path."""
+        self = cls.__new__(cls)
+        self.weights = None
+        self._setup(model, card, device=device, precision=precision, input_size=input_size,
+                    drivable_classes=None, warmup=warmup)
+        return self
+
+    def _setup(self, model: torch.nn.Module, card: ModelCard, *, device: str, precision: str,
+               input_size: tuple[int, int] | None, drivable_classes: Sequence[str] | None,
+               warmup: bool | None) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
-        model, card = load_checkpoint(self.weights)
         self.card: ModelCard = card
         if drivable_classes is not None:
             unknown = [c for c in drivable_classes if c not in card.class_names]
             if unknown:
-                raise SSNetError(f"drivable classes {unknown} are not classes of {self.weights} "
+                raise SSNetError(f"drivable classes {unknown} are not classes of the model "
                                  f"({', '.join(card.class_names)})")
             self.card = card.replace(drivable_classes=list(drivable_classes))
         if input_size is not None and (len(input_size) != 2 or min(input_size) < 1):
             raise SSNetError(f"input_size {input_size} must be (height, width) >= 1")
-        self.input_size = tuple(int(v) for v in input_size) if input_size else None
+        self.input_size = (int(input_size[0]), int(input_size[1])) if input_size else None
         self.channels_last = self.device.type == "cuda"
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         self.model = model.to(self.device, dtype=self.dtype, memory_format=memory_format).eval()

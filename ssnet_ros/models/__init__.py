@@ -9,10 +9,10 @@ from typing import Any
 from torch import nn
 
 from ..errors import SSNetError
-from . import fcn8s as _fcn8s
-from . import ssnet as _ssnet
-from .fcn8s import FCN8s
-from .ssnet import SSNet
+from . import fcn8s_model as _fcn8s
+from . import ssnet_model as _ssnet
+from .fcn8s_model import FCN8s
+from .ssnet_model import SSNet
 from .vgg_weights import load_vgg16_into
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}

@@ -42,13 +42,12 @@ class FCN8s(nn.Module):
     x2, x2 and x8 transposed convolutions. Any input size works (padded to a multiple of 32).
     """
 
-    size_divisor = 32
-
     def __init__(self, num_classes: int, fc_channels: int = 1024, dropout: float = 0.5) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = num_classes
+        self.size_divisor = 32
         self.encoder = nn.ModuleList()
         in_ch = 3
         for stage in VGG16_STAGES:

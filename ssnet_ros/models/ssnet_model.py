@@ -32,13 +32,12 @@ class SSNet(nn.Module):
     Any input size works: the input is padded to a multiple of 16 and the output cropped back.
     """
 
-    size_divisor = 16
-
     def __init__(self, num_classes: int) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = num_classes
+        self.size_divisor = 16
         widths = [stage[-1] for stage in ENCODER_STAGES]
         self.encoder = nn.ModuleList()
         in_ch = 3
@@ -63,14 +62,12 @@ class SSNet(nn.Module):
         ph, pw = (-h) % self.size_divisor, (-w) % self.size_divisor
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph))
-        indices = []
+        indices: list[torch.Tensor] = []
         for stage in self.encoder:
-            x = stage(x)
-            x, idx = F.max_pool2d(x, 2, 2, return_indices=True)
-            indices.append(idx)
-        for stage, idx in zip(self.decoder, reversed(indices)):
-            x = F.max_unpool2d(x, idx, 2, 2)
-            x = stage(x)
+            x, idx = F.max_pool2d(stage(x), 2, 2, return_indices=True)
+            indices.insert(0, idx)
+        for i, stage in enumerate(self.decoder):
+            x = stage(F.max_unpool2d(x, indices[i], 2, 2))
         x = self.classifier(x)
         return x[..., :h, :w]
 

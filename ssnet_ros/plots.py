@@ -1,0 +1,71 @@
+"""Pictures people would rather see than read: confusion matrices and training curves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .fileio import atomic_path
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_confusion_png(path: str | Path, matrix: np.ndarray, class_names: Sequence[str],
+                       title: str = "") -> None:
+    """Row-normalised confusion matrix (truth rows, prediction columns) with percentages."""
+    plt = _pyplot()
+    rows = matrix.sum(axis=1, keepdims=True)
+    norm = np.divide(matrix, rows, out=np.zeros(matrix.shape, float), where=rows > 0)
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.55 * n))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), class_names, rotation=60, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    for i in range(n):
+        for j in range(n):
+            if norm[i, j] >= 0.005:
+                ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_title(title or "confusion matrix (% of each true class)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def save_curves_png(path: str | Path, history: Sequence[dict[str, Any]]) -> None:
+    """Training loss per epoch and validation mIoU / road IoU where measured."""
+    plt = _pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [h["epoch"] for h in history]
+    ax1.plot(epochs, [h["train_loss"] for h in history], marker=".")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("training loss")
+    ax1.grid(alpha=0.3)
+    val = [h for h in history if h.get("val_miou") is not None]
+    if val:
+        ax2.plot([h["epoch"] for h in val], [100 * h["val_miou"] for h in val], marker="o",
+                 label="val mIoU")
+        if all(h.get("val_drivable_iou") is not None for h in val):
+            ax2.plot([h["epoch"] for h in val], [100 * h["val_drivable_iou"] for h in val],
+                     marker="s", label="val drivable IoU")
+        ax2.legend()
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("%")
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

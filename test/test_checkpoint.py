@@ -1,0 +1,109 @@
+"""Checkpoint format: metadata round trip, compact storage, one clear error per bad file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssnet_ros import ModelCard, SSNetError, build_model, load_checkpoint, read_card
+from ssnet_ros.checkpoint import FORMAT, save_checkpoint
+from ssnet_ros.datasets.classes import CAMVID_CLASSES, CAMVID_DRIVABLE, CAMVID_PALETTE
+
+
+def card(**changes: object) -> ModelCard:
+    base = ModelCard(model="ssnet", class_names=CAMVID_CLASSES, palette=CAMVID_PALETTE,
+                     drivable_classes=CAMVID_DRIVABLE, mean=(1.0, 2.0, 3.0),
+                     std=(4.0, 5.0, 6.0), train_size=(360, 480),
+                     metrics={"miou": 0.5}, dataset="camvid")
+    return base.replace(**changes) if changes else base
+
+
+def test_round_trip_keeps_weights_and_metadata(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("ssnet", num_classes=11).eval()
+    path = save_checkpoint(tmp_path / "m.pt", model, card())
+    loaded, c = load_checkpoint(path)
+    assert c == card()
+    assert c.drivable_ids == (3,)
+    x = torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        # weights are stored in fp16: outputs agree to fp16 precision
+        assert torch.allclose(loaded(x), model(x), atol=5e-2, rtol=1e-2)
+    assert not loaded.training
+    # fp16 storage: about 2 bytes per parameter
+    params = sum(p.numel() for p in model.parameters())
+    assert path.stat().st_size < 2.2 * params + 200_000
+    assert read_card(path) == card()
+
+
+def test_save_is_atomic_and_refuses_contradictions(tmp_path: Path) -> None:
+    model = build_model("ssnet", num_classes=11)
+    with pytest.raises(SSNetError, match="palette has 2 colours for 11 classes"):
+        save_checkpoint(tmp_path / "bad.pt", model, card(palette=[[0, 0, 0], [1, 1, 1]]))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(SSNetError, match=r"weights file .*nope\.pt does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_directory(tmp_path: Path) -> None:
+    with pytest.raises(SSNetError, match="is not a file"):
+        load_checkpoint(tmp_path)
+
+
+def test_corrupt_file(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.pt"
+    path.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(SSNetError, match=r"corrupt\.pt is corrupt or not a PyTorch file"):
+        load_checkpoint(path)
+
+
+def test_truncated_checkpoint(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "m.pt", build_model("ssnet", num_classes=11), card())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SSNetError, match="m.pt is corrupt"):
+        load_checkpoint(path)
+
+
+def test_foreign_torch_file(tmp_path: Path) -> None:
+    path = tmp_path / "plain.pt"
+    torch.save(build_model("ssnet", num_classes=11).state_dict(), path)
+    with pytest.raises(SSNetError, match="plain.pt is not an ssnet_ros checkpoint"):
+        load_checkpoint(path)
+
+
+def test_wrong_version(tmp_path: Path) -> None:
+    path = tmp_path / "v9.pt"
+    torch.save({"format": FORMAT, "format_version": 9, "card": card().to_dict(),
+                "state_dict": {}}, path)
+    with pytest.raises(SSNetError, match="format version 9"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"drivable_classes": ["Runway"]}, r"drivable classes \['Runway'\] are not class names"),
+    ({"model": "segnet"}, "unknown model 'segnet'"),
+    ({"std": [1.0, 0.0, 1.0]}, "positive stds"),
+])
+def test_contradicting_card(tmp_path: Path, changes: dict, message: str) -> None:
+    path = tmp_path / "c.pt"
+    torch.save({"format": FORMAT, "format_version": 1, "card": {**card().to_dict(), **changes},
+                "state_dict": {}}, path)
+    with pytest.raises(SSNetError, match="c.pt contradicts itself: .*" + message):
+        load_checkpoint(path)
+
+
+def test_weights_that_do_not_fit_the_card(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "five.pt", build_model("ssnet", num_classes=5),
+                           card(class_names=list("abcde"), palette=[[0, 0, 0]] * 5,
+                                drivable_classes=["a"]))
+    payload = torch.load(path, weights_only=True)
+    payload["card"] = card().to_dict()  # claims 11 classes, holds a 5-class classifier
+    torch.save(payload, path)
+    with pytest.raises(SSNetError, match="five.pt does not fit model 'ssnet' with 11 classes"):
+        load_checkpoint(path)

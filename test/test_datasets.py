@@ -1,0 +1,89 @@
+"""Dataset readers on fixtures written in each published on-disk layout, and real CamVid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from ssnet_ros import SSNetError
+from ssnet_ros.datasets import IGNORE_INDEX, open_dataset
+
+
+def test_camvid_fixture(camvid_fixture: Path) -> None:
+    ds = open_dataset("camvid", camvid_fixture, "train")
+    assert len(ds) == 3 and ds.name(0) == "0001TP_000000"
+    image, labels = ds[0]
+    assert image.shape == (48, 64, 3) and labels.shape == (48, 64)
+    assert set(np.unique(labels)) == {0, 3, 8, IGNORE_INDEX}  # void 11 -> ignore
+
+
+def test_camvid_real(camvid_root: Path) -> None:
+    train, val = open_dataset("camvid", camvid_root, "train"), open_dataset("camvid",
+                                                                            camvid_root, "val")
+    assert (len(train), len(val)) == (367, 101)
+    image, labels = val[0]
+    assert image.shape == (360, 480, 3) and labels.shape == (360, 480)
+    assert labels.max() == IGNORE_INDEX or labels.max() <= 10
+    assert 3 in labels  # road
+
+
+def test_kitti_semantics_layout(tmp_path: Path) -> None:
+    img_dir, sem_dir = tmp_path / "training" / "image_2", tmp_path / "training" / "semantic"
+    img_dir.mkdir(parents=True)
+    sem_dir.mkdir(parents=True)
+    ids = np.array([[7, 8, 11], [26, 0, 23]], np.uint8)  # road sidewalk building / car void sky
+    for i in range(10):
+        cv2.imwrite(str(img_dir / f"{i:06d}_10.png"), np.zeros((2, 3, 3), np.uint8))
+        cv2.imwrite(str(sem_dir / f"{i:06d}_10.png"), ids)
+    train = open_dataset("kitti_semantics", tmp_path, "train")
+    val = open_dataset("kitti_semantics", tmp_path, "val")
+    assert (len(train), len(val)) == (8, 2)
+    assert {val.name(i) for i in range(2)} == {"000000_10", "000005_10"}
+    _, labels = val[0]
+    np.testing.assert_array_equal(labels, [[0, 1, 2], [13, IGNORE_INDEX, 10]])
+    assert val.info.class_names[13] == "car"
+
+
+def test_kitti_road_layout(tmp_path: Path) -> None:
+    img_dir, gt_dir = tmp_path / "training" / "image_2", tmp_path / "training" / "gt_image_2"
+    img_dir.mkdir(parents=True)
+    gt_dir.mkdir(parents=True)
+    gt_rgb = np.array([[[255, 0, 255], [255, 0, 0], [0, 0, 0]]], np.uint8)
+    for prefix in ("um", "uu"):
+        for i in range(3):
+            cv2.imwrite(str(img_dir / f"{prefix}_{i:06d}.png"), np.zeros((1, 3, 3), np.uint8))
+            cv2.imwrite(str(gt_dir / f"{prefix}_road_{i:06d}.png"),
+                        cv2.cvtColor(gt_rgb, cv2.COLOR_RGB2BGR))
+    ds = open_dataset("kitti_road", tmp_path, "all")
+    assert len(ds) == 6
+    _, labels = ds[0]
+    np.testing.assert_array_equal(labels, [[1, 0, IGNORE_INDEX]])
+    assert ds.info.drivable_classes == ("road",)
+
+
+def test_cityscapes_layout(tmp_path: Path) -> None:
+    left = tmp_path / "leftImg8bit" / "val" / "lindau"
+    gt = tmp_path / "gtFine" / "val" / "lindau"
+    left.mkdir(parents=True)
+    gt.mkdir(parents=True)
+    cv2.imwrite(str(left / "lindau_000000_000019_leftImg8bit.png"), np.zeros((2, 2, 3), np.uint8))
+    cv2.imwrite(str(gt / "lindau_000000_000019_gtFine_labelIds.png"),
+                np.array([[7, 24], [33, 1]], np.uint8))
+    ds = open_dataset("cityscapes", tmp_path, "val")
+    _, labels = ds[0]
+    np.testing.assert_array_equal(labels, [[0, 11], [18, IGNORE_INDEX]])
+
+
+def test_errors_name_the_problem(tmp_path: Path, camvid_fixture: Path) -> None:
+    with pytest.raises(SSNetError, match="unknown dataset 'mapillary'"):
+        open_dataset("mapillary", tmp_path, "train")
+    with pytest.raises(SSNetError, match="is not a directory"):
+        open_dataset("camvid", tmp_path / "nothing", "train")
+    with pytest.raises(SSNetError, match="expected folder .*test is missing"):
+        open_dataset("camvid", camvid_fixture, "test")
+    (camvid_fixture / "valannot" / "0001TP_000001.png").unlink()
+    with pytest.raises(SSNetError, match="1 images have no label file"):
+        open_dataset("camvid", camvid_fixture, "val")
