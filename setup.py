@@ -30,6 +30,9 @@ setup(
             "ssnet-train = ssnet_ros.train:main",
             "ssnet-eval = ssnet_ros.evaluate:main",
             "ssnet-demo = ssnet_ros.demo:main",
+            "ssnet-eval-bag = ssnet_ros.bag_eval:main",
+            "ssnet-replay = ssnet_ros.bag_replay:main",
+            "ssnet-make-bag = ssnet_ros.bag_make:main",
         ],
     },
 )

@@ -170,12 +170,10 @@ class Segmenter:
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """NHWC uint8 RGB batch -> (labels, drivable, confidence) numpy arrays, NxHxW."""
         logits, size = self.logits(batch)
-        if confidence:
-            conf, labels = torch.softmax(logits.float(), dim=1).max(dim=1)
-            conf = resize_nearest(conf, size)
-        else:
-            labels, conf = logits.argmax(dim=1), None
-        labels = resize_nearest(labels.to(torch.uint8), size)
+        labels = resize_nearest(logits.argmax(dim=1).to(torch.uint8), size)
+        conf = None
+        if confidence:  # labels never depend on whether confidence was asked for
+            conf = resize_nearest(torch.softmax(logits.float(), dim=1).amax(dim=1), size)
         drivable = self._drivable_lut[labels.long()]
         return (labels.cpu().numpy(), drivable.cpu().numpy(),
                 None if conf is None else conf.cpu().numpy())

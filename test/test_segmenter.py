@@ -115,3 +115,9 @@ def test_missing_weights_file_is_named(tmp_path: Path) -> None:
 def test_shipped_default_loads() -> None:
     s = Segmenter(device="cpu")
     assert s.card.metrics.get("miou") is not None
+
+
+def test_labels_do_not_depend_on_confidence_request(seg: Segmenter) -> None:
+    img = image(40, 56, 11)
+    np.testing.assert_array_equal(seg(img, confidence=True).labels,
+                                  seg(img, confidence=False).labels)

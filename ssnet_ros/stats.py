@@ -1,0 +1,99 @@
+"""Thread-safe rate meters and latency percentiles for node diagnostics (pure Python)."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) of ``values`` with linear interpolation; NaN if empty."""
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile {q} is outside 0..100")
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+class RateMeter:
+    """Events per second over the last ``window`` seconds, plus a running total."""
+
+    def __init__(self, window: float = 5.0) -> None:
+        if window <= 0:
+            raise ValueError(f"window must be > 0, got {window}")
+        self.window = window
+        self.total = 0
+        self._times: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def tick(self, now: float | None = None) -> None:
+        """Record one event at ``now`` (default: time.monotonic())."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self.total += 1
+            self._times.append(now)
+            self._trim(now)
+
+    def rate(self, now: float | None = None) -> float:
+        """Events per second in the window ending at ``now``; 0 with fewer than two events."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._trim(now)
+            if len(self._times) < 2:
+                return 0.0
+            span = now - self._times[0]
+            return (len(self._times) - 1) / span if span > 0 else 0.0
+
+    def _trim(self, now: float) -> None:
+        while self._times and self._times[0] < now - self.window:
+            self._times.popleft()
+
+
+class LatencyWindow:
+    """The last ``size`` durations (seconds), summarised as percentiles in milliseconds."""
+
+    def __init__(self, size: int = 200) -> None:
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        self._values: deque[float] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float) -> None:
+        """Record one duration in seconds."""
+        with self._lock:
+            self._values.append(seconds)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._values)
+
+    def percentile_ms(self, q: float) -> float:
+        """The ``q``-th percentile in milliseconds (NaN while empty)."""
+        with self._lock:
+            values = list(self._values)
+        return percentile(values, q) * 1000.0
+
+
+class Counter:
+    """A thread-safe integer counter."""
+
+    def __init__(self) -> None:
+        self._value = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int = 1) -> None:
+        """Increase the count by ``n``."""
+        with self._lock:
+            self._value += n
+
+    @property
+    def value(self) -> int:
+        """The current count."""
+        return self._value

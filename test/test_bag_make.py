@@ -1,0 +1,85 @@
+"""ssnet-make-bag: image folders (and label PNGs) into rosbag2 files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from ssnet_ros import bag_messages as bm
+from ssnet_ros.bag_io import BagReader
+from ssnet_ros.bag_make import main, make_bag
+from ssnet_ros.bag_truth import FRAME_NAMES_KEY, LABEL_FORMAT_KEY, frame_names
+
+NAMES = ["0001TP_006720", "0001TP_006690", "0006R0_f00930", "0001TP_0010000"]
+ORDER = ["0001TP_006690", "0001TP_006720", "0001TP_0010000", "0006R0_f00930"]
+
+
+def write_folder(root: Path, names: list[str], labelled: list[str]) -> tuple[Path, Path]:
+    images, labels = root / "images", root / "labels"
+    images.mkdir(parents=True)
+    labels.mkdir()
+    for i, name in enumerate(names):
+        rgb = np.full((24, 32, 3), 10 * i, np.uint8)
+        cv2.imwrite(str(images / f"{name}.png"), rgb)
+        if name in labelled:
+            lab = np.full((24, 32), i, np.uint8)
+            lab[:, :3] = 11  # CamVid void
+            cv2.imwrite(str(labels / f"{name}.png"), lab)
+    return images, labels
+
+
+def read_topic(bag: Path, topic: str) -> list:
+    with BagReader(bag) as reader:
+        return [(m.timestamp, bm.deserialize(m.data, m.msgtype))
+                for m in reader.messages([topic])]
+
+
+def test_camvid_order_stamps_and_labels(tmp_path: Path) -> None:
+    images, labels = write_folder(tmp_path, NAMES, labelled=NAMES[:3])
+    made = make_bag(images, tmp_path / "bag", labels=labels, label_format="camvid", rate=20.0,
+                    start=100.0, storage="sqlite3", progress=False)
+    assert (made.frames, made.labelled) == (4, 3)
+    frames = read_topic(tmp_path / "bag", "/camera/image_raw")
+    stamps = [100 * 10**9 + i * 50_000_000 for i in range(4)]
+    assert [bm.stamp_ns(m.header) for _, m in frames] == stamps
+    assert [ts for ts, _ in frames] == stamps
+    by_name = {name: 10 * NAMES.index(name) for name in NAMES}
+    assert [int(bm.to_rgb(m)[0, 0, 0]) for _, m in frames] == [by_name[n] for n in ORDER]
+    assert all(m.header.frame_id == "camera" and m.encoding == "rgb8" for _, m in frames)
+    with BagReader(tmp_path / "bag") as reader:
+        assert frame_names(reader.custom) == dict(zip(stamps, ORDER))
+        assert reader.custom[LABEL_FORMAT_KEY] == "camvid"
+    truth = read_topic(tmp_path / "bag", "/ground_truth/labels")
+    assert len(truth) == 3  # 0006R0_f00930 has no label file
+    for _, msg in truth:
+        labels_px = bm.to_labels(msg)
+        name = dict(zip(stamps, ORDER))[bm.stamp_ns(msg.header)]
+        assert labels_px[0, 5] == NAMES.index(name) and labels_px[0, 0] == 255  # void -> 255
+
+
+def test_compressed_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    images, _ = write_folder(tmp_path, NAMES[:2], labelled=[])
+    out = tmp_path / "jpeg_bag"
+    assert main([str(images), "--out", str(out), "--format", "jpeg", "--no-progress"]) == 0
+    assert "2 frames on /camera/image_raw/compressed" in capsys.readouterr().out
+    frames = read_topic(out, "/camera/image_raw/compressed")
+    assert [m.__msgtype__ for _, m in frames] == [bm.COMPRESSED] * 2
+    assert abs(int(bm.to_rgb(frames[0][1])[5, 5, 0]) - 10) <= 2  # 006690 first; lossy
+    with BagReader(out) as reader:
+        assert FRAME_NAMES_KEY in reader.custom and LABEL_FORMAT_KEY not in reader.custom
+    assert main([str(images), "--out", str(out), "--no-progress"]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert main([str(images), "--out", str(out), "--overwrite", "--no-progress"]) == 0
+    assert main([str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_labels_folder_without_matches_is_an_error(tmp_path: Path) -> None:
+    images, labels = write_folder(tmp_path, NAMES[:2], labelled=[])
+    assert main([str(images), "--labels", str(labels), "--out", str(tmp_path / "b"),
+                 "--no-progress"]) == 2
+    assert not (tmp_path / "b").exists()

@@ -1,0 +1,413 @@
+"""The ssnet node in its own process, driven over real DDS by rclpy nodes in this process."""
+
+from __future__ import annotations
+
+import array
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from rcl_interfaces.srv import GetParameters, SetParameters  # noqa: E402
+from rclpy.parameter import Parameter, parameter_value_to_python  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from ssnet_ros.client import SegmentationClient, compress, image_msg, start_node, \
+    stop_node  # noqa: E402
+from ssnet_ros.node import OUTPUTS  # noqa: E402
+from ssnet_ros.visualize import colorize, overlay  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(180)]
+
+NET = {"input_height": 64, "input_width": 96}
+DRIVABLE = ["Pole", "Road"]  # classes the varied test checkpoint predicts in patches
+START_TIMEOUT = 60.0
+
+
+def pixels(msg: Image) -> np.ndarray:
+    """An output image as HxW or HxWx3 uint8."""
+    channels = 3 if msg.encoding == "rgb8" else 1
+    assert msg.step == msg.width * channels
+    data = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width, channels)
+    return data[:, :, 0] if channels == 1 else data
+
+
+def scene(h: int, w: int, seed: int) -> np.ndarray:
+    """A smooth random RGB image (the model's labels vary over it)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    phase = rng.uniform(0, 6.28, 3)
+    out = [127 + 120 * np.sin(xx / (17 + 9 * c) + yy / (23 + 5 * c) + phase[c]) for c in range(3)]
+    return np.stack(out, axis=-1).astype(np.uint8)
+
+
+def header(seq: int, frame_id: str) -> Header:
+    h = Header(frame_id=frame_id)
+    h.stamp.sec, h.stamp.nanosec = 1_700_000_000 + seq, 123_456_789
+    return h
+
+
+def diag_int(client: SegmentationClient, key: str) -> int:
+    return int(client.diagnostics[key])
+
+
+def wait_diag(client: SegmentationClient, predicate: Any, timeout: float = 15.0) -> bool:
+    """Spin until a /diagnostics message newer than now satisfies ``predicate(values)``."""
+    start = client.diagnostics_count
+    return client.spin_until(
+        lambda: client.diagnostics_count > start and predicate(client.diagnostics), timeout)
+
+
+def call(client: SegmentationClient, srv_type: Any, name: str, request: Any) -> Any:
+    cli = client.node.create_client(srv_type, name)
+    try:
+        assert cli.wait_for_service(timeout_sec=10.0), f"{name} not available"
+        future = cli.call_async(request)
+        assert client.spin_until(future.done, 10.0), f"{name} did not answer"
+        return future.result()
+    finally:
+        client.node.destroy_client(cli)
+
+
+def get_params(client: SegmentationClient, names: list[str]) -> dict[str, Any]:
+    request = GetParameters.Request(names=names)
+    reply = call(client, GetParameters, "/ssnet/get_parameters", request)
+    return {n: parameter_value_to_python(v) for n, v in zip(names, reply.values)}
+
+
+def set_param(client: SegmentationClient, name: str, value: Any) -> Any:
+    request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+    return call(client, SetParameters, "/ssnet/set_parameters", request).results[0]
+
+
+def check_started(proc: subprocess.Popen, client: SegmentationClient) -> None:
+    if not client.wait_for_node(START_TIMEOUT, proc):
+        stop_node(proc)
+        pytest.fail(f"node did not answer; its output:\n{proc.stdout.read()}")
+
+
+@pytest.fixture(scope="module")
+def node(ros_context: Any, ssnet_checkpoint_varied: Path) -> Iterator[subprocess.Popen]:
+    """One raw-transport node shared by this module's tests (started once: it takes seconds)."""
+    proc = start_node({"weights": str(ssnet_checkpoint_varied), **NET,
+                       "drivable_classes": DRIVABLE, "diagnostics_period": 0.2})
+    yield proc
+    assert stop_node(proc) == 0
+    log = proc.stdout.read()
+    assert "Traceback" not in log, log
+
+
+@pytest.fixture
+def client_factory(ros_context: Any, node: subprocess.Popen) -> Iterator[Any]:
+    made: list[SegmentationClient] = []
+
+    def make(**kwargs: Any) -> SegmentationClient:
+        client = SegmentationClient(ros_context, name=f"client{len(made)}", **kwargs)
+        made.append(client)
+        check_started(node, client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+# The lazy-output test runs first: no other client has subscribed to colour/overlay/confidence.
+def test_colour_overlay_confidence_are_computed_only_while_subscribed(
+        client_factory: Any, node: subprocess.Popen) -> None:
+    client = client_factory(outputs=("labels", "drivable_mask"))
+    assert wait_diag(client, lambda d: True)
+    base = {key: diag_int(client, f"published_{key}") for key in OUTPUTS}
+    assert base["color"] == base["overlay"] == base["confidence"] == 0
+    for i in range(4):
+        msg = image_msg(scene(48, 64, i), 10**9 * (i + 1))
+        client.send(msg)
+        assert client.wait_outputs(msg.header, ("labels", "drivable_mask"), proc=node)
+    assert wait_diag(client, lambda d: int(d["published_labels"]) >= base["labels"] + 4)
+    assert diag_int(client, "published_drivable_mask") >= base["drivable_mask"] + 4
+    for key in ("color", "overlay", "confidence"):
+        assert diag_int(client, f"published_{key}") == 0, key
+
+    client.subscribe("color")  # a late subscriber: colour starts, the others stay off
+    assert client.spin_until(lambda: client.subscriptions["color"].get_publisher_count() > 0, 10)
+    for i in range(50):
+        msg = image_msg(scene(48, 64, i), 10**9 * (i + 10))
+        client.send(msg)
+        if client.wait_outputs(msg.header, ("labels", "color"), timeout=5.0, proc=node):
+            break
+    else:
+        pytest.fail("colour output never started after subscribing")
+    assert wait_diag(client, lambda d: int(d["published_color"]) > 0)
+    assert diag_int(client, "published_overlay") == diag_int(client, "published_confidence") == 0
+
+
+@pytest.mark.parametrize("height, width, encoding", [(375, 1242, "bgr8"), (360, 480, "rgb8")])
+def test_frames_are_answered_with_every_output_and_the_input_header(
+        client_factory: Any, node: subprocess.Popen, height: int, width: int,
+        encoding: str) -> None:
+    client = client_factory()
+    params = get_params(client, ["class_names", "palette", "drivable_classes", "drivable_ids"])
+    names = params["class_names"]
+    assert len(names) == 11 and names[3] == "Road"
+    ids = [names.index(n) for n in params["drivable_classes"]]
+    assert sorted(ids) == sorted(params["drivable_ids"]) == [2, 3]
+    palette = np.asarray(params["palette"], np.uint8).reshape(-1, 3)
+    seen_drivable = set()
+    for i in range(3):
+        rgb = scene(height, width, 100 + i)
+        msg = image_msg(rgb, 0, encoding=encoding)
+        msg.header = header(i, f"camera_{encoding}_{i}")
+        client.send(msg)
+        out = client.wait_outputs(msg.header, proc=node)
+        assert out is not None, f"frame {i} not answered"
+        assert set(out) == set(OUTPUTS)
+        for key, image in out.items():
+            assert image.header.stamp == msg.header.stamp, key
+            assert image.header.frame_id == msg.header.frame_id, key
+            assert (image.height, image.width) == (height, width), key
+            assert image.encoding == ("rgb8" if key in ("color", "overlay") else "mono8"), key
+        labels = pixels(out["labels"])
+        assert labels.max() < len(names)
+        assert len(np.unique(labels)) > 1  # the varied checkpoint gives several classes
+        mask = pixels(out["drivable_mask"])
+        np.testing.assert_array_equal(mask, np.where(np.isin(labels, ids), 255, 0))
+        seen_drivable |= set(np.unique(mask).tolist())
+        np.testing.assert_array_equal(pixels(out["color"]), palette[labels])
+        np.testing.assert_array_equal(pixels(out["overlay"]), overlay(rgb, palette[labels], 0.5))
+        np.testing.assert_array_equal(pixels(out["color"]), colorize(labels, palette))
+        confidence = pixels(out["confidence"])
+        assert confidence.min() >= 255 // len(names)  # a maximum softmax is >= 1 / classes
+    assert seen_drivable == {0, 255}
+
+
+def test_a_fast_stream_is_answered_newest_first_without_backlog(
+        client_factory: Any, node: subprocess.Popen) -> None:
+    client = client_factory()
+    assert wait_diag(client, lambda d: True)
+    base = {key: diag_int(client, key) for key in
+            ("frames_received", "frames_processed", "frames_skipped")}
+    frames = [image_msg(scene(375, 1242, i), 0, encoding="bgr8") for i in range(3)]
+    sent: dict[tuple[int, int], Header] = {}
+    start = time.monotonic()
+    for i in range(60):  # 30 Hz for 2 s: faster than the node, so it must skip
+        msg = frames[i % 3]
+        msg.header = header(1000 + i, f"stream_{i}")
+        client.send(msg)
+        sent[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = msg.header
+        client.spin_until(lambda: False, max(0.0, start + (i + 1) / 30 - time.monotonic()))
+    last = client.wait_outputs(msg.header, timeout=10.0, proc=node)
+    assert last is not None, "the newest frame was not answered"
+    assert wait_diag(client, lambda d: int(d["frames_received"]) - base["frames_received"] >= 55
+                     and int(d["frames_received"]) == int(d["frames_processed"])
+                     + int(d["frames_skipped"]) + int(d["frames_rejected"]))
+    d = {key: diag_int(client, key) - value for key, value in base.items()}
+    answered = {**client.received, (msg.header.stamp.sec, msg.header.stamp.nanosec): last}
+    assert d["frames_skipped"] > 0
+    assert d["frames_processed"] == len(answered)
+    assert d["frames_processed"] + d["frames_skipped"] == d["frames_received"]
+    for key, outputs in answered.items():
+        assert key in sent
+        assert set(outputs) == set(OUTPUTS)
+        for image in outputs.values():
+            assert image.header.frame_id == sent[key].frame_id
+            assert (image.height, image.width) == (375, 1242)
+
+
+def test_diagnostics_report_rates_counts_and_latencies(
+        client_factory: Any, node: subprocess.Popen) -> None:
+    client = client_factory(outputs=("labels",))
+    assert wait_diag(client, lambda d: True)
+    before = dict(client.diagnostics)
+    for key in ("input_rate_hz", "output_rate_hz", "frames_received", "frames_processed",
+                "frames_skipped", "frames_rejected", "frames_failed", "conversion_p50_ms",
+                "conversion_p99_ms", "inference_p50_ms", "inference_p99_ms",
+                "publishing_p50_ms", "publishing_p99_ms", "total_p50_ms", "total_p99_ms",
+                "device", "precision", "weights", "network_input", "input_topic"):
+        assert key in before, key
+    assert before["network_input"] == "64x96" and before["device"] == "cpu"
+    assert before["input_topic"] == "/image"
+    for i in range(6):
+        msg = image_msg(scene(120, 160, i), 10**9 * (i + 1))
+        client.send(msg)
+        assert client.wait_outputs(msg.header, proc=node)
+    assert wait_diag(client, lambda d: int(d["frames_processed"])
+                     >= int(before["frames_processed"]) + 6)
+    d = client.diagnostics
+    assert int(d["frames_received"]) >= int(before["frames_received"]) + 6
+    assert float(d["input_rate_hz"]) > 0 and float(d["output_rate_hz"]) > 0
+    p50, p99 = float(d["inference_p50_ms"]), float(d["inference_p99_ms"])
+    assert 0 < p50 <= p99
+    assert 0 <= float(d["conversion_p50_ms"]) <= float(d["conversion_p99_ms"])
+    assert float(d["total_p50_ms"]) >= p50
+    assert d["level"] == "0"
+
+
+def malformed_images(n: int) -> list[Image]:
+    """``n`` raw images, each wrong in one way the node must reject."""
+    def make(**fields: Any) -> Image:
+        msg = Image(height=4, width=6, encoding="rgb8", step=18)
+        msg.data = array.array("B", bytes(72))
+        for key, value in fields.items():
+            setattr(msg, key, value)
+        return msg
+
+    kinds = [
+        lambda: make(encoding="yuv422"),
+        lambda: make(encoding="32FC1"),
+        lambda: make(data=array.array("B", bytes(71))),  # short data
+        lambda: make(height=0, data=array.array("B")),  # zero size
+        lambda: make(width=0, step=0),
+        lambda: make(height=20000, width=20000, step=60000),  # absurd size, no data
+        lambda: make(step=17),  # step < width x channels
+    ]
+    return [kinds[i % len(kinds)]() for i in range(n)]
+
+
+def test_malformed_images_are_rejected_counted_and_valid_ones_still_answered(
+        client_factory: Any, node: subprocess.Popen) -> None:
+    client = client_factory(outputs=("labels",), publisher_depth=10)
+    assert wait_diag(client, lambda d: True)
+    base = {key: diag_int(client, key) for key in
+            ("frames_received", "frames_processed", "frames_rejected", "frames_skipped")}
+    bad = malformed_images(1000)
+    for group in range(20):
+        for msg in bad[group * 50:(group + 1) * 50]:
+            msg.header = header(group, "bad")
+            client.send(msg)
+            time.sleep(0.01)  # pacing: the node keeps one unread input message at most
+        good = image_msg(scene(60, 80, group), 10**9 * (group + 1))
+        client.send(good)
+        out = client.wait_outputs(good.header, proc=node)
+        assert out is not None, f"valid frame after {group * 50 + 50} malformed ones unanswered"
+    assert node.poll() is None
+    assert wait_diag(client, lambda d: int(d["frames_processed"]) >= base["frames_processed"] + 20)
+    d = {key: diag_int(client, key) - value for key, value in base.items()}
+    # Every message that arrived is either answered or rejected; best-effort DDS with a
+    # one-message queue may still lose the odd message on a loaded machine.
+    assert d["frames_rejected"] == d["frames_received"] - d["frames_processed"]
+    assert d["frames_processed"] == 20
+    assert 990 <= d["frames_rejected"] <= 1000
+    assert d["frames_skipped"] == 0
+    assert diag_int(client, "frames_failed") == 0
+
+
+def test_overlay_alpha_changes_at_run_time_and_read_only_parameters_do_not(
+        client_factory: Any, node: subprocess.Popen) -> None:
+    client = client_factory(outputs=("color", "overlay"))
+    assert not set_param(client, "overlay_alpha", 1.5).successful
+    assert not set_param(client, "weights", "/elsewhere.pt").successful
+    assert not set_param(client, "class_names", ["a"]).successful
+    assert set_param(client, "overlay_alpha", 1.0).successful
+    try:
+        msg = image_msg(scene(60, 80, 7), 10**9 * 77)
+        client.send(msg)
+        out = client.wait_outputs(msg.header, proc=node)
+        assert out is not None
+        np.testing.assert_array_equal(pixels(out["overlay"]), pixels(out["color"]))
+    finally:
+        assert set_param(client, "overlay_alpha", 0.5).successful
+
+
+def test_compressed_transport_follows_the_image_remap(
+        ros_context: Any, ssnet_checkpoint_varied: Path) -> None:
+    proc = start_node({"weights": str(ssnet_checkpoint_varied), **NET,
+                       "input_transport": "compressed", "diagnostics_period": 0.2},
+                      {"image": "/cam/front", "__ns": "/front"})
+    client = SegmentationClient(ros_context, outputs=("labels", "overlay"), namespace="/front",
+                                image_topic="/cam/front", compressed=True, name="zclient")
+    try:
+        check_started(proc, client)
+        assert client.publisher.topic_name == "/cam/front/compressed"
+        assert client.subscriptions["labels"].topic_name == "/front/segmentation/labels"
+        for i, fmt in enumerate(["png", "jpeg", "png"]):
+            rgb = scene(90, 120, i)
+            msg = compress(rgb, header(i, f"front_{fmt}"), fmt)
+            client.send(msg)
+            out = client.wait_outputs(msg.header, proc=proc)
+            assert out is not None, fmt
+            assert out["labels"].header.frame_id == f"front_{fmt}"
+            assert (out["labels"].height, out["labels"].width) == (90, 120)
+        assert wait_diag(client, lambda d: True)
+        assert client.diagnostics["input_topic"] == "/cam/front/compressed"
+        rejected = diag_int(client, "frames_rejected")
+        assert rejected == 0
+        png = compress(scene(90, 120, 9), header(9, "x")).data
+        corrupt = [b"not an image", bytes(png[:40]), b"", b"\x89PNG\r\n\x1a\n" + bytes(100)]
+        for i, data in enumerate(corrupt):
+            client.send(CompressedImage(header=header(20 + i, "bad"), format="png", data=data))
+            assert wait_diag(client, lambda d, n=rejected + i + 1: int(d["frames_rejected"]) >= n)
+        assert diag_int(client, "frames_rejected") == rejected + len(corrupt)
+        msg = compress(scene(90, 120, 5), header(50, "after"), "jpeg")
+        client.send(msg)
+        assert client.wait_outputs(msg.header, proc=proc) is not None
+    finally:
+        client.close()
+        assert stop_node(proc) == 0
+
+
+def run_failing(params: dict[str, Any]) -> tuple[int, str]:
+    proc = start_node(params)
+    out, _ = proc.communicate(timeout=60)
+    return proc.returncode, out
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "none", "bad_parameter"])
+def test_start_up_failure_is_one_clear_sentence_and_nonzero_exit(
+        ros_context: Any, tmp_path: Path, case: str) -> None:
+    weights = tmp_path / "model.pt"
+    params: dict[str, Any] = {"weights": str(weights)}
+    expect = [str(weights), "does not exist"]
+    if case == "corrupt":
+        weights.write_bytes(b"\x00garbage" * 100)
+        expect = [str(weights), "corrupt"]
+    elif case == "none":
+        params = {}
+        expect = ["no weights given", "ssnet-train"]
+    elif case == "bad_parameter":
+        params = {"weights": str(weights), "input_height": 64, "input_width": 0}
+        expect = ["input_height", "input_width"]
+    code, out = run_failing(params)
+    assert code == 1, out
+    fatal = [line for line in out.splitlines() if "[FATAL]" in line]
+    assert len(fatal) == 1, out
+    for text in expect:
+        assert text in fatal[0], out
+    assert "Traceback" not in out
+
+
+@pytest.mark.parametrize("signum, busy", [(signal.SIGINT, False), (signal.SIGTERM, False),
+                                          (signal.SIGTERM, True)],
+                         ids=["SIGINT", "SIGTERM", "SIGTERM-during-inference"])
+def test_signal_stops_the_node_cleanly_within_two_seconds(
+        ros_context: Any, ssnet_checkpoint: Path, signum: int, busy: bool) -> None:
+    ns = f"/sig{signum}{'busy' if busy else ''}"  # away from the module's node
+    # busy: a network input so large that one frame takes seconds on this CPU
+    net = {"input_height": 480, "input_width": 640} if busy else NET
+    proc = start_node({"weights": str(ssnet_checkpoint), **net}, {"__ns": ns})
+    client = SegmentationClient(ros_context, outputs=("labels",), namespace=ns, name="sig")
+    try:
+        check_started(proc, client)
+        client.send(image_msg(scene(60, 80, 1), 10**9))
+        if busy:
+            client.spin_until(lambda: False, 0.5)  # the worker has taken it by now
+        start = time.monotonic()
+        proc.send_signal(signum)
+        code = proc.wait(timeout=10)
+        elapsed = time.monotonic() - start
+    finally:
+        client.close()
+        stop_node(proc)
+    out = proc.stdout.read()
+    assert code == 0, out
+    assert elapsed < 2.0, f"took {elapsed:.2f} s"
+    assert "Traceback" not in out and "terminate called" not in out, out
+    if busy:
+        assert "still being segmented" in out, out

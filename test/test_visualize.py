@@ -1,0 +1,77 @@
+"""Drawing helpers: palette lookup, blending, confidence and mask images, panels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ssnet_ros.datasets.classes import CAMVID_PALETTE
+from ssnet_ros.visualize import colorize, confidence_to_mono8, mask_to_mono8, overlay, \
+    palette_lut, side_by_side
+
+RNG = np.random.default_rng(1)
+
+
+def test_colorize_maps_each_label_to_its_palette_colour() -> None:
+    labels = RNG.integers(0, len(CAMVID_PALETTE), (6, 9), dtype=np.uint8)
+    color = colorize(labels, CAMVID_PALETTE)
+    assert color.shape == (6, 9, 3) and color.dtype == np.uint8
+    for y, x in np.ndindex(labels.shape):
+        assert tuple(color[y, x]) == CAMVID_PALETTE[labels[y, x]]
+    np.testing.assert_array_equal(colorize(labels, palette_lut(CAMVID_PALETTE)), color)
+
+
+def test_labels_past_the_palette_are_black() -> None:
+    assert colorize(np.array([[200]], np.uint8), CAMVID_PALETTE).tolist() == [[[0, 0, 0]]]
+
+
+@pytest.mark.parametrize("palette", [[(0, 0, 256)], [(-1, 0, 0)], [(1, 2, 3)] * 257])
+def test_bad_palettes_are_refused(palette: list) -> None:
+    with pytest.raises(ValueError):
+        palette_lut(palette)
+
+
+def test_colorize_refuses_non_uint8_labels() -> None:
+    with pytest.raises(ValueError):
+        colorize(np.zeros((2, 2), np.int64), CAMVID_PALETTE)
+
+
+def test_overlay_blends_by_alpha() -> None:
+    rgb = RNG.integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    color = RNG.integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(overlay(rgb, color, 0.0), rgb)
+    np.testing.assert_array_equal(overlay(rgb, color, 1.0), color)
+    half = overlay(rgb, color, 0.5)
+    exact = (rgb.astype(float) + color) / 2
+    assert np.abs(half - exact).max() <= 0.5 + 1e-9
+    quarter = overlay(rgb, color, 0.25)
+    assert np.abs(quarter - (0.75 * rgb + 0.25 * color)).max() <= 1.0
+
+
+def test_overlay_refuses_mismatched_images_and_alpha() -> None:
+    rgb = np.zeros((4, 5, 3), np.uint8)
+    with pytest.raises(ValueError):
+        overlay(rgb, np.zeros((4, 6, 3), np.uint8), 0.5)
+    with pytest.raises(ValueError):
+        overlay(rgb, rgb, 1.5)
+
+
+def test_confidence_to_mono8_rounds_and_clips() -> None:
+    conf = np.array([[0.0, 0.5, 1.0, 1.2, -0.1, 1 / 255]], np.float32)
+    assert confidence_to_mono8(conf).tolist() == [[0, 128, 255, 255, 0, 1]]
+
+
+def test_mask_to_mono8() -> None:
+    mask = np.array([[True, False], [False, True]])
+    assert mask_to_mono8(mask).tolist() == [[255, 0], [0, 255]]
+    assert mask_to_mono8(mask.astype(np.uint8)).tolist() == [[255, 0], [0, 255]]
+
+
+def test_side_by_side_concatenates_and_expands_grey() -> None:
+    a = np.full((3, 2, 3), 10, np.uint8)
+    b = np.full((3, 4), 200, np.uint8)
+    panel = side_by_side(a, b)
+    assert panel.shape == (3, 6, 3)
+    assert panel[0, 0].tolist() == [10] * 3 and panel[0, 5].tolist() == [200] * 3
+    with pytest.raises(ValueError):
+        side_by_side(a, np.zeros((4, 2, 3), np.uint8))
