@@ -33,6 +33,8 @@ setup(
             "ssnet-eval-bag = ssnet_ros.bag_eval:main",
             "ssnet-replay = ssnet_ros.bag_replay:main",
             "ssnet-make-bag = ssnet_ros.bag_make:main",
+            "ssnet-export = ssnet_ros.export:main",
+            "ssnet-benchmark = ssnet_ros.benchmark:main",
         ],
     },
 )

@@ -115,20 +115,25 @@ class SegmentationClient:
     """A node publishing images to the ssnet node and collecting its outputs by stamp.
 
     ``outputs`` names the outputs to subscribe to (keys of :data:`ssnet_ros.node.OUTPUTS`);
-    ``namespace`` is the ssnet node's namespace, ``node_name`` its name. The latest
-    /diagnostics values of that node are kept in :attr:`diagnostics` (key -> text). Images go
-    out best-effort with ``publisher_depth`` (1 as a camera driver would).
+    ``namespace`` is the ssnet node's namespace, ``node_name`` its name, ``camera`` one of its
+    ``cameras`` ("" for a single-camera node: topics image and segmentation/*). The latest
+    /diagnostics values of that node (and camera) are kept in :attr:`diagnostics` (key ->
+    text). Images go out best-effort with ``publisher_depth`` (1 as a camera driver would).
     """
 
     def __init__(self, context: Context, *, outputs: Iterable[str] = OUTPUTS,
                  namespace: str = "/", image_topic: str = "image",
                  compressed: bool = False, name: str = "ssnet_client",
                  node_name: str = NODE_NAME, publisher_depth: int = 1,
-                 on_output: Callable[[str, Image], None] | None = None) -> None:
+                 on_output: Callable[[str, Image], None] | None = None,
+                 camera: str = "") -> None:
+        self.prefix = f"{camera}/" if camera else ""
         self.node = Node(name, namespace=namespace, context=context)
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
         msg_type = CompressedImage if compressed else Image
+        if image_topic == "image":
+            image_topic = self.prefix + image_topic
         topic = f"{image_topic}/compressed" if compressed else image_topic
         qos = INPUT_QOS if publisher_depth == 1 else QoSProfile(
             depth=publisher_depth, reliability=ReliabilityPolicy.BEST_EFFORT,
@@ -145,13 +150,13 @@ class SegmentationClient:
             self.subscribe(key)
         self.diagnostics: dict[str, str] = {}
         self.diagnostics_count = 0
-        self._status_name = status_name(f"{namespace.rstrip('/')}/{node_name}")
+        self._status_name = status_name(f"{namespace.rstrip('/')}/{node_name}", camera)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     def subscribe(self, key: str) -> None:
         """Start receiving output ``key`` (a key of :data:`ssnet_ros.node.OUTPUTS`)."""
         self.subscriptions[key] = self.node.create_subscription(
-            Image, OUTPUTS[key], lambda msg: self._store(key, msg), self._qos)
+            Image, self.prefix + OUTPUTS[key], lambda msg: self._store(key, msg), self._qos)
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:

@@ -1,12 +1,14 @@
 """The ssnet ROS 2 node: camera images in; labels, drivable mask, confidence, colour, overlay out.
 
 Run it with ``ros2 run ssnet_ros segmentation_node --ros-args -p weights:=FILE`` or
-``python -m ssnet_ros.node --ros-args ...``. See docs/ros_interface.md for topics, parameters,
-QoS and diagnostics.
+``python -m ssnet_ros.node --ros-args ...``. README.md (ROS 2 interface) documents topics,
+parameters, QoS and diagnostics.
 
 Threading: the subscription callback only validates the message header fields and drops the
-message into a one-slot mailbox (newest wins, replaced frames count as skipped); one worker
-thread converts, segments and publishes. Nothing queues, so output latency never grows.
+message into its camera's one-slot mailbox (newest wins, replaced frames count as skipped);
+one worker thread takes the frames of all cameras that arrived together (waiting at most
+batch_wait_ms for the others), converts them, segments them in one forward pass per image
+size and publishes. Nothing queues, so output latency never grows.
 """
 
 from __future__ import annotations
@@ -37,13 +39,13 @@ from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from .batching import FrameGatherer
 from .conversions import check_compressed, check_image, compressed_to_rgb, image_to_rgb, \
     mono8_msg, rgb8_msg
 from .errors import SSNetError
-from .mailbox import Mailbox
+from .render import CHANNELS
 from .segmenter import PRECISIONS, Segmenter, resolve_device, resolve_precision
 from .stats import Counter, LatencyWindow, RateMeter
-from .visualize import colorize, confidence_to_mono8, mask_to_mono8, overlay, palette_lut
 
 NODE_NAME = "ssnet"
 TRANSPORTS = ("raw", "compressed")
@@ -59,6 +61,8 @@ OUTPUT_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE,
                         history=HistoryPolicy.KEEP_LAST)
 ERROR_LOG_PERIOD = 5.0
 """Seconds between repeated error logs about rejected frames."""
+CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*")
+STAGES = ("conversion", "inference", "publishing", "total")
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
                 dynamic=True) for key, topic in OUTPUTS.items()),
     ParamSpec("diagnostics_period", 1.0, _T.DOUBLE,
               "Seconds between messages on /diagnostics.", range=(0.1, 60.0)),
+    ParamSpec("cameras", [], _T.STRING_ARRAY,
+              "Cameras served by this node: camera NAME reads NAME/image (or "
+              "NAME/image/compressed) and publishes NAME/segmentation/*; frames that arrive "
+              "together are segmented in one batch. Empty: one camera on image, outputs "
+              "segmentation/*.", constraints="unique names like front or rear_left"),
+    ParamSpec("batch_wait_ms", 5.0, _T.DOUBLE,
+              "With several cameras: after a batch's first frame arrived, wait at most this "
+              "long for the other cameras' frames (cameras silent for a second are not "
+              "waited for).", range=(0.0, 1000.0)),
 )
 #: Read-only parameters the node derives from the checkpoint (overrides are ignored).
 DERIVED_PARAMETERS = {
@@ -146,6 +159,10 @@ class Settings:
     diagnostics_period: float
     overlay_alpha: float
     publish: dict[str, bool]
+    cameras: tuple[str, ...] = ()
+    """Camera names; empty for the single camera on ``image``."""
+    batch_wait: float = 0.005
+    """Seconds to wait for the other cameras' frames."""
 
 
 def validate(values: dict[str, Any]) -> Settings:
@@ -173,13 +190,55 @@ def validate(values: dict[str, Any]) -> Settings:
         raise SSNetError(f"parameters input_height ({h}) and input_width ({w}) must both be 0 "
                          f"(native size) or both be positive")
     drivable = values["drivable_classes"] or None
+    cameras = tuple(str(c) for c in values["cameras"] or ())
+    for name in cameras:
+        if not CAMERA_NAME.fullmatch(name):
+            raise SSNetError(f"parameter cameras: {name!r} is not a camera name (letters, "
+                             f"digits and _, starting with a letter; / between levels)")
+    if len(set(cameras)) != len(cameras):
+        raise SSNetError(f"parameter cameras names a camera twice: {list(cameras)}")
     return Settings(
         weights=str(values["weights"]), device=device, precision=precision,
         input_size=(h, w) if h else None,
         drivable_classes=tuple(drivable) if drivable else None,
         input_transport=transport, diagnostics_period=float(values["diagnostics_period"]),
         overlay_alpha=float(values["overlay_alpha"]),
-        publish={key: bool(values[f"publish_{key}"]) for key in OUTPUTS})
+        publish={key: bool(values[f"publish_{key}"]) for key in OUTPUTS},
+        cameras=cameras, batch_wait=float(values["batch_wait_ms"]) / 1000.0)
+
+
+class Camera:
+    """One camera's topics, publishers and statistics (``name`` "" = the single camera)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.prefix = f"{name}/" if name else ""
+        self.input_topic = ""
+        self.pubs: dict[str, Any] = {}
+        self.received, self.skipped, self.rejected = RateMeter(), Counter(), Counter()
+        self.failed, self.idle, self.processed = Counter(), Counter(), RateMeter()
+        self.published = {key: Counter() for key in OUTPUTS}
+        self.latency = {stage: LatencyWindow() for stage in STAGES}
+        self.batch_size = LatencyWindow()
+        """Frames segmented together with each frame (a window of counts, not seconds)."""
+        self.rejected_reported = 0
+
+    def wanted(self, publish: dict[str, bool]) -> set[str]:
+        """Outputs switched on that someone subscribes to."""
+        return {key for key, pub in self.pubs.items()
+                if publish[key] and pub.get_subscription_count() > 0}
+
+
+@dataclass
+class _Frame:
+    """A camera frame on its way through the worker."""
+
+    camera: Camera
+    msg: Any
+    received: float
+    want: set[str]
+    rgb: Any = None
+    conversion: float = 0.0
 
 
 class SegmentationNode(Node):
@@ -201,39 +260,33 @@ class SegmentationNode(Node):
                 raise SSNetError(f"parameter drivable_classes: {exc}") from None
             raise
         self._declare_derived_parameters()
-        self._lut = palette_lut(self.segmenter.palette)
         self.add_on_set_parameters_callback(self._check_new_parameters)
         self.add_post_set_parameters_callback(self._apply_new_parameters)
 
-        self.received, self.skipped, self.rejected = RateMeter(), Counter(), Counter()
-        self.failed, self.idle, self.processed = Counter(), Counter(), RateMeter()
-        self.published = {key: Counter() for key in OUTPUTS}
-        self.latency = {stage: LatencyWindow() for stage in
-                        ("conversion", "inference", "publishing", "total")}
-        self._rejected_reported = 0
         self._last_error_log = -ERROR_LOG_PERIOD
         self._errors_suppressed = 0
-        self._mailbox: Mailbox[tuple[Any, float]] = Mailbox()
-
-        self._pubs = {key: self.create_publisher(Image, topic, OUTPUT_QOS)
-                      for key, topic in OUTPUTS.items()}
+        self.cameras = [Camera(name) for name in s.cameras or ("",)]
+        self._gatherer: FrameGatherer[tuple[Any, float]] = FrameGatherer(len(self.cameras))
+        raw = s.input_transport == "raw"
+        self._convert, self._check = (image_to_rgb, check_image) if raw else \
+            (compressed_to_rgb, check_compressed)
+        for index, cam in enumerate(self.cameras):
+            cam.pubs = {key: self.create_publisher(Image, cam.prefix + topic, OUTPUT_QOS)
+                        for key, topic in OUTPUTS.items()}
+            image = cam.prefix + "image"
+            cam.input_topic = self.resolve_topic_name(image) if raw else \
+                self._compressed_topic(image)
+            self.create_subscription(Image if raw else CompressedImage, cam.input_topic,
+                                     lambda msg, i=index: self._on_image(i, msg), INPUT_QOS)
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        if s.input_transport == "raw":
-            self.input_topic = self.resolve_topic_name("image")
-            self._convert, self._check = image_to_rgb, check_image
-            self.create_subscription(Image, self.input_topic, self._on_image, INPUT_QOS)
-        else:
-            self.input_topic = self._compressed_topic()
-            self._convert, self._check = compressed_to_rgb, check_compressed
-            self.create_subscription(CompressedImage, self.input_topic, self._on_image,
-                                     INPUT_QOS)
         self.create_timer(s.diagnostics_period, self._publish_diagnostics)
         self._worker = threading.Thread(target=self._work, name="ssnet-worker", daemon=True)
         self._worker.start()
         size = "each image's own size" if s.input_size is None else \
             f"{s.input_size[0]}x{s.input_size[1]}"
+        topics = ", ".join(cam.input_topic for cam in self.cameras)
         self.get_logger().info(
-            f"segmenting {self.input_topic} ({s.input_transport}) with "
+            f"segmenting {topics} ({s.input_transport}) with "
             f"{self.segmenter.weights} on {self.segmenter.device} "
             f"({str(self.segmenter.dtype).removeprefix('torch.')}), network input {size}")
 
@@ -290,40 +343,42 @@ class SegmentationNode(Node):
                 publish[p.name[8:]] = bool(p.value)
         self.settings = dataclasses.replace(s, overlay_alpha=alpha, publish=publish)
 
-    def _compressed_topic(self) -> str:
-        """image/compressed, following remaps of ``image`` as image_transport does."""
-        explicit = self.resolve_topic_name("image/compressed")
-        if explicit != self.resolve_topic_name("image/compressed", only_expand=True):
+    def _compressed_topic(self, image: str) -> str:
+        """``image``/compressed, following remaps of ``image`` as image_transport does."""
+        explicit = self.resolve_topic_name(f"{image}/compressed")
+        if explicit != self.resolve_topic_name(f"{image}/compressed", only_expand=True):
             return explicit
-        return self.resolve_topic_name("image") + "/compressed"
+        return self.resolve_topic_name(image) + "/compressed"
 
     # -- data path --------------------------------------------------------------------------
 
-    def _on_image(self, msg: Image | CompressedImage) -> None:
+    def _on_image(self, index: int, msg: Image | CompressedImage) -> None:
         now = time.monotonic()
-        self.received.tick(now)
+        cam = self.cameras[index]
+        cam.received.tick(now)
         try:
             self._check(msg)
         except SSNetError as exc:
-            self._reject(exc)
+            self._reject(cam, exc)
             return
-        if self._mailbox.put((msg, now)):
-            self.skipped.add()
+        if self._gatherer.put(index, (msg, now)):
+            cam.skipped.add()
 
     def _work(self) -> None:
-        while (item := self._mailbox.take()) is not None:
+        while (batch := self._gatherer.take(self.settings.batch_wait)) is not None:
+            frames = [_Frame(self.cameras[i], msg, received, set())
+                      for i, (msg, received) in batch]
             try:
-                self._process(*item)
-            except SSNetError as exc:
-                self._reject(exc)
+                self._process(frames)
             except Exception as exc:  # keep serving; a closing node may see destroyed handles
-                if self._mailbox.closed:
+                if self._gatherer.closed:
                     return
-                self.failed.add()
+                for frame in frames:
+                    frame.camera.failed.add()
                 self._log_error(f"segmentation failed: {exc!r}")
 
-    def _reject(self, exc: SSNetError) -> None:
-        self.rejected.add()
+    def _reject(self, cam: Camera, exc: SSNetError) -> None:
+        cam.rejected.add()
         self._log_error(f"rejected a malformed image: {exc}")
 
     def _log_error(self, text: str) -> None:
@@ -337,86 +392,98 @@ class SegmentationNode(Node):
         else:
             self._errors_suppressed += 1
 
-    def _process(self, msg: Image | CompressedImage, received: float) -> None:
+    def _process(self, frames: list[_Frame]) -> None:
+        """Convert the frames, segment them together and publish each camera's outputs."""
         s = self.settings
-        want = {key: s.publish[key] and pub.get_subscription_count() > 0
-                for key, pub in self._pubs.items()}
-        if not any(want.values()):
-            self.idle.add()
+        ready = []
+        for frame in frames:
+            frame.want = frame.camera.wanted(s.publish)
+            if not frame.want:
+                frame.camera.idle.add()
+                continue
+            t0 = time.perf_counter()
+            try:
+                frame.rgb = self._convert(frame.msg)
+            except SSNetError as exc:
+                self._reject(frame.camera, exc)
+                continue
+            frame.conversion = time.perf_counter() - t0
+            ready.append(frame)
+        if not ready:
             return
-        t0 = time.perf_counter()
-        rgb = self._convert(msg)
         t1 = time.perf_counter()
-        result = self.segmenter(rgb, confidence=want["confidence"])
-        t2 = time.perf_counter()
-        header: Header = msg.header
-        out: dict[str, Image] = {}
-        if want["labels"]:
-            out["labels"] = mono8_msg(result.labels, header)
-        if want["drivable_mask"]:
-            out["drivable_mask"] = mono8_msg(mask_to_mono8(result.drivable), header)
-        if want["confidence"]:
-            out["confidence"] = mono8_msg(confidence_to_mono8(result.confidence), header)
-        if want["color"] or want["overlay"]:
-            color = colorize(result.labels, self._lut)
-            if want["color"]:
-                out["color"] = rgb8_msg(color, header)
-            if want["overlay"]:
-                out["overlay"] = rgb8_msg(overlay(rgb, color, s.overlay_alpha), header)
-        for key, image in out.items():
-            self._pubs[key].publish(image)
-            self.published[key].add()
-        t3 = time.perf_counter()
-        self.processed.tick()
-        for stage, seconds in (("conversion", t1 - t0), ("inference", t2 - t1),
-                               ("publishing", t3 - t2), ("total", time.monotonic() - received)):
-            self.latency[stage].add(seconds)
+        outputs = set().union(*(frame.want for frame in ready))
+        results = self.segmenter.render_batch([frame.rgb for frame in ready], outputs,
+                                              overlay_alpha=s.overlay_alpha)
+        inference = time.perf_counter() - t1
+        for frame, result in zip(ready, results):
+            t2 = time.perf_counter()
+            cam, header = frame.camera, frame.msg.header
+            for key in OUTPUTS:
+                if key in frame.want:
+                    make = mono8_msg if CHANNELS[key] == 1 else rgb8_msg
+                    cam.pubs[key].publish(make(result[key], header))
+                    cam.published[key].add()
+            cam.processed.tick()
+            cam.batch_size.add(float(len(ready)))
+            for stage, seconds in (("conversion", frame.conversion), ("inference", inference),
+                                   ("publishing", time.perf_counter() - t2),
+                                   ("total", time.monotonic() - frame.received)):
+                cam.latency[stage].add(seconds)
 
     # -- diagnostics ------------------------------------------------------------------------
 
-    def _status(self) -> DiagnosticStatus:
-        """The node's health and statistics (rejections are counted as reported once)."""
+    def _status(self, cam: Camera) -> DiagnosticStatus:
+        """A camera's health and statistics (rejections are counted as reported once)."""
         seg, s = self.segmenter, self.settings
-        rate_in, rate_out = self.received.rate(), self.processed.rate()
-        rejected = self.rejected.value
-        new_rejects, self._rejected_reported = rejected - self._rejected_reported, rejected
+        rate_in, rate_out = cam.received.rate(), cam.processed.rate()
+        rejected = cam.rejected.value
+        new_rejects, cam.rejected_reported = rejected - cam.rejected_reported, rejected
         level, message = DiagnosticStatus.OK, f"{rate_in:.1f} Hz in, {rate_out:.1f} Hz out"
-        if self.received.total == 0:
-            message = f"waiting for images on {self.input_topic}"
+        if cam.received.total == 0:
+            message = f"waiting for images on {cam.input_topic}"
         elif new_rejects:
             level, message = DiagnosticStatus.WARN, f"rejected {new_rejects} malformed images"
-        elif self.failed.value:
-            level, message = DiagnosticStatus.WARN, f"{self.failed.value} frames failed"
+        elif cam.failed.value:
+            level, message = DiagnosticStatus.WARN, f"{cam.failed.value} frames failed"
         values = {
             "input_rate_hz": f"{rate_in:.2f}", "output_rate_hz": f"{rate_out:.2f}",
-            "frames_received": self.received.total, "frames_processed": self.processed.total,
-            "frames_skipped": self.skipped.value, "frames_rejected": rejected,
-            "frames_failed": self.failed.value, "frames_unwatched": self.idle.value,
+            "frames_received": cam.received.total, "frames_processed": cam.processed.total,
+            "frames_skipped": cam.skipped.value, "frames_rejected": rejected,
+            "frames_failed": cam.failed.value, "frames_unwatched": cam.idle.value,
         }
-        for stage, window in self.latency.items():
+        for stage, window in cam.latency.items():
             for q in (50, 99):
                 values[f"{stage}_p{q}_ms"] = f"{window.percentile_ms(q):.2f}"
-        values.update({f"published_{key}": c.value for key, c in self.published.items()})
+        values.update({f"published_{key}": c.value for key, c in cam.published.items()})
+        batch = cam.batch_size.percentile_ms(50) / 1000.0  # counts, not seconds
         values.update({
-            "input_topic": self.input_topic, "weights": str(seg.weights),
+            "input_topic": cam.input_topic, "weights": str(seg.weights),
             "device": str(seg.device), "precision": str(seg.dtype).removeprefix("torch."),
             "network_input": "native" if s.input_size is None else
             f"{s.input_size[0]}x{s.input_size[1]}",
+            "batch_size_p50": "nan" if batch != batch else f"{batch:.0f}",
+            "cuda_graphs": "on" if seg.cuda_graphs else
+            (f"off ({seg.graph_error})" if seg.graph_error else "off"),
         })
-        return DiagnosticStatus(level=level, name=status_name(self.get_fully_qualified_name()),
+        if cam.name:
+            values["camera"] = cam.name
+        return DiagnosticStatus(level=level,
+                                name=status_name(self.get_fully_qualified_name(), cam.name),
                                 message=message, hardware_id=str(seg.device),
                                 values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
 
     def _publish_diagnostics(self) -> None:
         header = Header(stamp=self.get_clock().now().to_msg())
-        self._diagnostics.publish(DiagnosticArray(header=header, status=[self._status()]))
+        self._diagnostics.publish(DiagnosticArray(
+            header=header, status=[self._status(cam) for cam in self.cameras]))
 
     # -- lifetime ---------------------------------------------------------------------------
 
     def close(self, timeout: float = 1.0) -> bool:
         """Stop the worker (waiting up to ``timeout`` s for a running frame) and destroy the
         node; False when the worker is still busy with a frame (it stops after it)."""
-        self._mailbox.close()
+        self._gatherer.close()
         self._worker.join(timeout)
         finished = not self._worker.is_alive()
         if not finished:
@@ -425,9 +492,11 @@ class SegmentationNode(Node):
         return finished
 
 
-def status_name(fully_qualified_node_name: str) -> str:
-    """The node's DiagnosticStatus name, e.g. ``front/ssnet: semantic segmentation``."""
-    return f"{fully_qualified_node_name.lstrip('/')}: semantic segmentation"
+def status_name(fully_qualified_node_name: str, camera: str = "") -> str:
+    """A camera's DiagnosticStatus name: ``front/ssnet: semantic segmentation`` for the single
+    camera, ``ssnet: semantic segmentation of rear_left`` for camera rear_left."""
+    name = f"{fully_qualified_node_name.lstrip('/')}: semantic segmentation"
+    return f"{name} of {camera}" if camera else name
 
 
 def _reason(exc: ParameterException) -> str:

@@ -1,8 +1,14 @@
-"""The inference core: weights + device -> labels, drivable mask and confidence (no ROS)."""
+"""The inference core: weights + device -> labels, drivable mask and confidence (no ROS).
+
+On CUDA, :meth:`Segmenter.render_batch` is the fast path: frames go to the GPU once from
+pinned memory, everything up to the colour and overlay images runs there (fp16 and
+channels_last by default, replayed as CUDA graphs captured per input shape) and one copy
+brings all outputs back. See :mod:`ssnet_ros.render`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,10 +18,17 @@ import torch
 from .checkpoint import ModelCard, load_checkpoint
 from .errors import SSNetError
 from .preprocessing import check_rgb, normalize, resize_input, resize_nearest
+from .render import OUTPUT_KEYS, DeviceTables, GraphCache, Rendered, alpha_weight, \
+    check_outputs, render_numpy, render_packed, unpack
+from .visualize import palette_lut
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "ssnet_camvid.pt"
+CPU_BATCH_PIXELS = 16384
+"""On the CPU, render_batch runs forward passes of at most this many network-input pixels:
+measured on SSNet, batching pays below ~10k pixels per frame (1.56x per frame at 48x32) and
+costs above (0.93x at 480x360, 0.87x at 1242x375), where the activations outgrow the caches."""
 TRAIN_HINT = ("train one with `ssnet-train --model ssnet --dataset camvid "
               "--root ../shared/data/camvid --out runs/ssnet` and pass runs/ssnet/best.pt")
 
@@ -82,31 +95,33 @@ class Segmenter:
     ``weights=None`` uses the shipped default. ``input_size`` (height, width) resizes every
     image to the network's input size and resizes the results back (nearest); None runs at
     the image's own size. ``drivable_classes`` overrides the checkpoint's drivable class names.
+    ``cuda_graphs`` (default: on for CUDA) replays :meth:`render_batch` as CUDA graphs.
     """
 
     def __init__(self, weights: str | Path | None = None, *, device: str = "auto",
                  precision: str = "auto", input_size: tuple[int, int] | None = None,
                  drivable_classes: Sequence[str] | None = None,
-                 warmup: bool | None = None) -> None:
+                 warmup: bool | None = None, cuda_graphs: bool | None = None) -> None:
         self.weights: Path | None = resolve_weights(weights)
         model, card = load_checkpoint(self.weights)
         self._setup(model, card, device=device, precision=precision, input_size=input_size,
-                    drivable_classes=drivable_classes, warmup=warmup)
+                    drivable_classes=drivable_classes, warmup=warmup, cuda_graphs=cuda_graphs)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, card: ModelCard, *, device: str = "auto",
                    precision: str = "auto", input_size: tuple[int, int] | None = None,
-                   warmup: bool | None = False) -> Segmenter:
+                   warmup: bool | None = False, cuda_graphs: bool | None = False
+                   ) -> Segmenter:
         """Wrap an in-memory model (e.g. during training) with the same inference path."""
         self = cls.__new__(cls)
         self.weights = None
         self._setup(model, card, device=device, precision=precision, input_size=input_size,
-                    drivable_classes=None, warmup=warmup)
+                    drivable_classes=None, warmup=warmup, cuda_graphs=cuda_graphs)
         return self
 
     def _setup(self, model: torch.nn.Module, card: ModelCard, *, device: str, precision: str,
                input_size: tuple[int, int] | None, drivable_classes: Sequence[str] | None,
-               warmup: bool | None) -> None:
+               warmup: bool | None, cuda_graphs: bool | None) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self.card: ModelCard = card
@@ -125,6 +140,19 @@ class Segmenter:
         lut = torch.zeros(256, dtype=torch.bool)
         lut[list(self.card.drivable_ids)] = True
         self._drivable_lut = lut.to(self.device)
+        self._palette = palette_lut(self.card.palette)
+        self._tables: DeviceTables | None = None
+        self._graphs: GraphCache | None = None
+        self.graph_error: str | None = None
+        """Why CUDA graphs were turned off after a failed capture (None: they were not)."""
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes per camera: autotune once
+            self._tables = DeviceTables(self.card.mean, self.card.std, self._palette,
+                                        self.card.drivable_ids, self.device)
+            if cuda_graphs is None or cuda_graphs:
+                self._graphs = GraphCache(self._render_packed, self.device)
+        elif cuda_graphs:
+            raise SSNetError("cuda_graphs needs a CUDA device")
         if warmup if warmup is not None else self.device.type == "cuda":
             h, w = self.input_size or self.card.train_size
             self.segment_batch([np.zeros((h, w, 3), np.uint8)])
@@ -144,6 +172,16 @@ class Segmenter:
         """Class ids counted as drivable."""
         return self.card.drivable_ids
 
+    @property
+    def cuda_graphs(self) -> bool:
+        """True while :meth:`render_batch` replays CUDA graphs."""
+        return self._graphs is not None
+
+    @property
+    def graphs_captured(self) -> int:
+        """CUDA graphs captured so far (one per batch size, image size and output set)."""
+        return 0 if self._graphs is None else self._graphs.captures
+
     def __call__(self, image: np.ndarray, *, confidence: bool = True) -> SegmentationResult:
         """Segment one HxWx3 uint8 RGB image."""
         return self.segment_batch([image], confidence=confidence)[0]
@@ -151,19 +189,78 @@ class Segmenter:
     def segment_batch(self, images: Sequence[np.ndarray], *,
                       confidence: bool = True) -> list[SegmentationResult]:
         """Segment several images; images of equal size share one forward pass."""
-        for image in images:
-            check_rgb(image)
         results: list[SegmentationResult | None] = [None] * len(images)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, image in enumerate(images):
-            groups.setdefault(image.shape[:2], []).append(i)
-        for indices in groups.values():
+        for indices in _size_groups(images):
             batch = np.stack([images[i] for i in indices])
             labels, drivable, conf = self.predict(torch.from_numpy(batch), confidence=confidence)
             for j, i in enumerate(indices):
                 results[i] = SegmentationResult(
                     labels[j], drivable[j], None if conf is None else conf[j])
         return results  # type: ignore[return-value]
+
+    def render_batch(self, images: Sequence[np.ndarray],
+                     outputs: Collection[str] = OUTPUT_KEYS, *,
+                     overlay_alpha: float = 0.5) -> list[Rendered]:
+        """Message-ready uint8 outputs of several HxWx3 RGB images, one dict per image.
+
+        ``outputs`` picks from :data:`ssnet_ros.render.OUTPUT_KEYS`: labels (HxW class ids),
+        drivable_mask (HxW, 255 drivable), confidence (HxW, max. softmax x 255), color and
+        overlay (HxWx3 RGB; overlay blends ``overlay_alpha`` of the colours over the image).
+        Images of equal size share one forward pass (on the CPU, up to
+        :data:`CPU_BATCH_PIXELS` network-input pixels). On CUDA everything runs on the GPU and
+        the arrays are views of one pinned buffer per size; on the CPU numpy draws them.
+        """
+        keys = check_outputs(outputs)
+        weight = alpha_weight(overlay_alpha)
+        results: list[Rendered] = [{} for _ in images]
+        if not keys:
+            return results
+        for indices in _size_groups(images):
+            group = [images[i] for i in indices]
+            if self._tables is not None:
+                rendered = self._render_device(group, keys, weight)
+            else:
+                h, w = self.input_size or group[0].shape[:2]
+                step = max(1, CPU_BATCH_PIXELS // (h * w))
+                rendered = [out for start in range(0, len(group), step) for out in
+                            self._render_host(group[start:start + step], keys, overlay_alpha)]
+            for i, out in zip(indices, rendered):
+                results[i] = out
+        return results
+
+    def _render_host(self, images: list[np.ndarray], keys: tuple[str, ...],
+                     alpha: float) -> list[Rendered]:
+        """The network on the CPU, numpy drawing (the fastest there)."""
+        labels, drivable, conf = self.predict(torch.from_numpy(np.stack(images)),
+                                              confidence="confidence" in keys)
+        return render_numpy(images, labels, drivable, conf, keys, self._palette, alpha)
+
+    @torch.inference_mode()
+    def _render_device(self, images: list[np.ndarray], keys: tuple[str, ...],
+                       weight: int) -> list[Rendered]:
+        """One H2D copy from pinned memory, the GPU pipeline (graph replay), one D2H copy."""
+        assert self._tables is not None
+        h, w = images[0].shape[:2]
+        host = torch.empty((len(images), h, w, 3), dtype=torch.uint8, pin_memory=True)
+        np.stack(images, out=host.numpy())
+        self._tables.alpha.fill_(weight)
+        packed = None
+        if self._graphs is not None:
+            try:
+                packed = self._graphs.run(host, keys)
+            except RuntimeError as exc:  # an op that cannot be captured: stay eager
+                self._graphs, self.graph_error = None, f"{type(exc).__name__}: {exc}"
+        if packed is None:
+            packed = self._render_packed(host.to(self.device, non_blocking=True), keys)
+        result = torch.empty(packed.shape, dtype=torch.uint8, pin_memory=True)
+        result.copy_(packed, non_blocking=True)
+        torch.cuda.current_stream(self.device).synchronize()
+        return unpack(result.numpy(), h, w, keys)
+
+    def _render_packed(self, batch: torch.Tensor, keys: tuple[str, ...]) -> torch.Tensor:
+        assert self._tables is not None
+        return render_packed(self.model, batch, keys, self._tables, dtype=self.dtype,
+                             channels_last=self.channels_last, input_size=self.input_size)
 
     @torch.inference_mode()
     def predict(self, batch: torch.Tensor, *, confidence: bool = True
@@ -186,3 +283,12 @@ class Segmenter:
         x = normalize(batch, self.card.mean, self.card.std, dtype=self.dtype,
                       channels_last=self.channels_last)
         return self.model(resize_input(x, self.input_size)), size
+
+
+def _size_groups(images: Sequence[np.ndarray]) -> list[list[int]]:
+    """Indices of ``images`` grouped by (height, width), in order of first appearance."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, image in enumerate(images):
+        check_rgb(image)
+        groups.setdefault(image.shape[:2], []).append(i)
+    return list(groups.values())

@@ -1,0 +1,67 @@
+"""The issue-5 benchmark: FLOPs from the model, device peaks, a quick CPU run of its table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssnet_ros.benchmark import count_flops, cuda_peak, main, parse_size
+from ssnet_ros.errors import SSNetError
+from ssnet_ros.models import build_model
+
+
+def ssnet_macs_per_pixel(num_classes: int) -> int:
+    """SSNet's multiply-accumulates per input pixel, written out layer by layer."""
+    stages = [  # (pixel fraction, (in, out) of every 3x3 convolution: encoder, then decoder)
+        (1, [(3, 64), (64, 64), (64, 64), (64, 64)]),
+        (1 / 4, [(64, 128), (128, 128), (128, 128), (128, 64)]),
+        (1 / 16, [(128, 256), (256, 256), (256, 256), (256, 256), (256, 256), (256, 128)]),
+        (1 / 64, [(256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 256)]),
+    ]
+    macs = sum(share * 9 * cin * cout for share, convs in stages for cin, cout in convs)
+    return int(macs + 64 * num_classes)  # + the 1x1 classifier
+
+
+def test_flops_are_counted_from_the_model() -> None:
+    model = build_model("ssnet", num_classes=11)
+    assert ssnet_macs_per_pixel(11) == 592_256
+    assert count_flops(model, 384, 1248) == 2 * 592_256 * 384 * 1248
+    # 1242x375 is computed padded to 1248x384 (multiples of 16): ~0.57 TFLOP per frame
+    assert count_flops(model, 375, 1242) == count_flops(model, 384, 1248)
+    assert count_flops(build_model("fcn8s", num_classes=11), 64, 96) > 0
+
+
+def test_known_device_peaks() -> None:
+    tf32 = torch.backends.cudnn.allow_tf32
+    assert cuda_peak("NVIDIA H100 80GB HBM3", "fp16")[0] == pytest.approx(989.4)
+    assert cuda_peak("NVIDIA H100 PCIe", "bf16")[0] == pytest.approx(756.5)
+    assert cuda_peak("NVIDIA H200", "fp16")[0] == pytest.approx(989.4)
+    assert cuda_peak("NVIDIA A100-SXM4-80GB", "fp32")[0] == (156.0 if tf32 else 19.5)
+    assert "Orin" in cuda_peak("Orin (nvgpu)", "fp16")[1]
+    assert cuda_peak("Some Future GPU", "fp16") is None
+
+
+def test_sizes_are_width_by_height() -> None:
+    assert parse_size("1242x375") == (375, 1242)
+    with pytest.raises(SSNetError, match="WIDTHxHEIGHT"):
+        parse_size("1242")
+
+
+def test_a_small_cpu_run_prints_the_table(ssnet_checkpoint: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    code = main(["--weights", str(ssnet_checkpoint), "--sizes", "64x48", "--batches", "1,2",
+                 "--precisions", "fp32", "--stages", "model,core", "--frames", "1",
+                 "--warmup", "0", "--threads", "1", "--json", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "| stage | camera WxH | batch |" in text and "TFLOP/s" in text
+    assert "measured matmul peak" in text and "kMAC per camera pixel" in text
+    result = json.loads(out.read_text())
+    assert [(r["stage"], r["batch"]) for r in result["rows"]] == \
+        [("model", 1), ("core", 1), ("model", 2), ("core", 2)]
+    for row in result["rows"]:
+        assert row["fps"] > 0 and row["tflops"] > 0 and row["peak"] > 0
