@@ -1,7 +1,9 @@
 """ssnet_ros: SSNet / FCN-8s semantic segmentation for ROS 2 camera streams.
 
-The inference core (this package's top level) is pure PyTorch and numpy; only
-``ssnet_ros.node`` and ``ssnet_ros.conversions`` touch ROS.
+The inference core (this package's top level: models, checkpoint, preprocessing, Segmenter,
+metrics, datasets, training and evaluation) is pure PyTorch and numpy and never imports rclpy;
+the node, message conversions, the test/demo client and the live-replay tool are the modules
+that touch ROS.
 """
 
 from .checkpoint import ModelCard, load_checkpoint, read_card, save_checkpoint

@@ -157,7 +157,8 @@ def test_malformed_raw_images_raise_ssnet_error(msg: Image, words: str) -> None:
 
 
 @pytest.mark.parametrize("data", [b"", b"definitely not an image",
-                                  b"\x89PNG\r\n\x1a\n" + bytes(64), b"\xff\xd8\xff\xe0" + bytes(64)],
+                                  b"\x89PNG\r\n\x1a\n" + bytes(64),
+                                  b"\xff\xd8\xff\xe0" + bytes(64)],
                          ids=["empty", "text", "png-signature-only", "jpeg-signature-only"])
 def test_corrupt_compressed_images_raise_ssnet_error(data: bytes) -> None:
     with pytest.raises(SSNetError):

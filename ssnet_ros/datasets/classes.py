@@ -21,8 +21,9 @@ CITYSCAPES_PALETTE = ((128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 1
                       (119, 11, 32))
 CITYSCAPES_DRIVABLE = ("road",)
 #: Cityscapes label id -> train id (others are ignored).
-CITYSCAPES_ID_TO_TRAIN_ID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
-                             23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+CITYSCAPES_ID_TO_TRAIN_ID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8,
+                             22: 9, 23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16,
+                             32: 17, 33: 18}
 
 KITTI_ROAD_CLASSES = ("not road", "road")
 KITTI_ROAD_PALETTE = ((0, 0, 0), (255, 0, 255))

@@ -57,7 +57,8 @@ class FCN8s(nn.Module):
                 in_ch = out_ch
             self.encoder.append(nn.Sequential(*layers))
         self.fc = nn.Sequential(
-            nn.Conv2d(512, fc_channels, 3, padding=1), nn.ReLU(inplace=True), nn.Dropout2d(dropout),
+            nn.Conv2d(512, fc_channels, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Dropout2d(dropout),
             nn.Conv2d(fc_channels, fc_channels, 1), nn.ReLU(inplace=True), nn.Dropout2d(dropout),
         )
         self.score_fr = nn.Conv2d(fc_channels, num_classes, 1)

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 #: Filters of the 10 encoder convolutions, grouped into the four stages between max-poolings.
-ENCODER_STAGES: tuple[tuple[int, ...], ...] = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512))
+ENCODER_STAGES: tuple[tuple[int, ...], ...] = (
+    (64, 64), (128, 128), (256, 256, 256), (512, 512, 512))
 
 
 def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
