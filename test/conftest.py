@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,21 +52,18 @@ _ROS_ENV = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "OMP_NUM_THREADS",
 _domains_used = 0
 
 
-@pytest.fixture(scope="module")
-def ros_context() -> Iterator[Any]:
-    """An rclpy Context for one test module, alone on a ROS domain of its own.
+@contextmanager
+def ros_domain(domain: int) -> Iterator[Any]:
+    """An rclpy Context alone on ROS domain ``domain``, with the environment for test nodes.
 
-    Sets (for the module, restored afterwards) ROS_DOMAIN_ID, localhost-only discovery, the
-    large-image Fast DDS profile and OMP_NUM_THREADS=1 (for the nodes the tests start), so
-    parallel test processes and modules do not talk to each other.
+    Sets (restored afterwards) ROS_DOMAIN_ID, localhost-only discovery, the large-image Fast
+    DDS profile and OMP_NUM_THREADS=1 (for the nodes the tests start), so parallel test
+    processes and modules do not talk to each other.
     """
     import rclpy
 
     from ssnet_ros.client import use_large_image_profile
 
-    global _domains_used
-    _domains_used += 1
-    domain = (os.getpid() * 7 + _domains_used) % 100 + 1
     saved = {key: os.environ.get(key) for key in _ROS_ENV}
     os.environ.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                       OMP_NUM_THREADS="1")
@@ -81,6 +79,15 @@ def ros_context() -> Iterator[Any]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def ros_context() -> Iterator[Any]:
+    """An rclpy Context for one test module, alone on a ROS domain of its own (1..100)."""
+    global _domains_used
+    _domains_used += 1
+    with ros_domain((os.getpid() * 7 + _domains_used) % 100 + 1) as context:
+        yield context
 
 # ---- end of ROS node / demo fixtures ------------------------------------------------------
 

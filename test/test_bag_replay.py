@@ -23,41 +23,26 @@ from ssnet_ros import bag_messages as bm  # noqa: E402
 from ssnet_ros.bag_io import BagReader  # noqa: E402
 from ssnet_ros.bag_make import make_bag  # noqa: E402
 from ssnet_ros.bag_replay import ReplayOptions, main, replay  # noqa: E402
-from ssnet_ros.client import start_node, stop_node, use_large_image_profile  # noqa: E402
+from ssnet_ros.client import start_node, stop_node  # noqa: E402
 from ssnet_ros.errors import SSNetError  # noqa: E402
+
+from conftest import ros_domain  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(240)]
 
 DOMAIN = 63
-ENV = {"ROS_DOMAIN_ID": str(DOMAIN), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-       "OMP_NUM_THREADS": "1"}
 FRAMES, RATE = 30, 10.0  # a 10 Hz camera; the node needs ~50-150 ms per frame here
 
 
 @pytest.fixture(scope="module")
-def ros_env() -> Iterator[None]:
-    keys = [*ENV, "FASTRTPS_DEFAULT_PROFILES_FILE"]
-    saved = {key: os.environ.get(key) for key in keys}
-    os.environ.update(ENV)
-    use_large_image_profile()
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+def context() -> Iterator[Any]:
+    """rclpy on DOMAIN; the environment it sets also reaches the node started below."""
+    with ros_domain(DOMAIN) as ctx:
+        yield ctx
 
 
 @pytest.fixture(scope="module")
-def context(ros_env: None) -> Iterator[Any]:
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
-
-
-@pytest.fixture(scope="module")
-def node(ros_env: None, ssnet_checkpoint_varied: Path) -> Iterator[subprocess.Popen]:
+def node(context: Any, ssnet_checkpoint_varied: Path) -> Iterator[subprocess.Popen]:
     proc = start_node({"weights": str(ssnet_checkpoint_varied), "input_height": 48,
                        "input_width": 64, "diagnostics_period": 0.2})
     yield proc

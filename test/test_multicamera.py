@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conftest import ros_domain
 from ssnet_ros.batching import FrameGatherer
 
 DOMAIN = 80
@@ -93,26 +94,9 @@ def test_camera_names_are_validated() -> None:
 def ros(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """An rclpy context on ROS domain 80 (localhost, large-image profile, OMP_NUM_THREADS=1
     for the nodes started here)."""
-    rclpy = pytest.importorskip("rclpy")
-    from ssnet_ros.client import use_large_image_profile
-
-    keys = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "OMP_NUM_THREADS",
-            "FASTRTPS_DEFAULT_PROFILES_FILE")
-    saved = {key: os.environ.get(key) for key in keys}
-    os.environ.update(ROS_DOMAIN_ID=str(DOMAIN), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-                      OMP_NUM_THREADS="1")
-    use_large_image_profile()
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=DOMAIN)
-    try:
+    pytest.importorskip("rclpy")
+    with ros_domain(DOMAIN) as context:
         yield context
-    finally:
-        rclpy.try_shutdown(context=context)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture(scope="module")
