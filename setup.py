@@ -35,6 +35,7 @@ setup(
             "ssnet-make-bag = ssnet_ros.bag_make:main",
             "ssnet-export = ssnet_ros.export:main",
             "ssnet-benchmark = ssnet_ros.benchmark:main",
+            "ssnet-compare-runs = ssnet_ros.compare_runs:main",
         ],
     },
 )

@@ -411,7 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="folder of label PNGs named like the source images or by stamp")
     p.add_argument("--label-format", choices=LABEL_FORMATS, default=None,
                    help="how --truth-dir PNGs encode classes (default raw: class ids)")
-    p.add_argument("--weights", default=None, help="checkpoint (default: the shipped model)")
+    p.add_argument("--weights", default=None,
+                   help="checkpoint file or shipped name, e.g. fcn8s_camvid (default: "
+                        "ssnet_camvid)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
     p.add_argument("--input-height", type=int, default=0, help="network input height (0: native)")

@@ -1,6 +1,7 @@
 """SSNet speed against the device's limit: model, inference core and node, batch 1 and N cameras.
 
-    python -m ssnet_ros.benchmark --weights W [--sizes 1242x375,480x360] [--batches 1,4] \\
+    python -m ssnet_ros.benchmark --weights W [W2 ...] [--sizes 1242x375,480x360] \\
+        [--batches 1,4] \\
         [--precisions fp16,bf16,fp32] [--stages model,core,node] [--frames 5] [--threads 1] \\
         [--compare-nodes 4] [--json out.json]
 
@@ -17,6 +18,10 @@ its labels arriving) and throughput, and the achieved TFLOP/s against the device
 from a table of datasheet peaks on CUDA, from a large matmul measured in the same run on the
 CPU. FLOPs per frame are counted from the model (convolutions, at the padded size it computes).
 ``--compare-nodes N`` also measures N cameras in one node against N single-camera nodes.
+
+Several checkpoints (``--weights a.pt b.pt``) are timed side by side in the same run, one
+right after the other for every row, so their ratio holds on a noisy machine; a second table
+lists each one's architecture, parameters and FLOPs.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from torch import nn
 from .errors import SSNetError
 from .fileio import write_json
 from .preprocessing import normalize
-from .segmenter import Segmenter, resolve_device
+from .segmenter import Segmenter, resolve_device, resolve_weights
 
 #: Dense (no sparsity) datasheet peaks in TFLOP/s per precision; fp32 convolutions on CUDA run
 #: as TF32 by default (torch.backends.cudnn.allow_tf32), so their row uses the tf32 peak.
@@ -64,7 +69,9 @@ NODE_OUTPUTS = ("labels", "drivable_mask")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ssnet_ros.benchmark",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("--weights", required=True, help="checkpoint file")
+    p.add_argument("--weights", required=True, nargs="+",
+                   help="checkpoint files or shipped names (ssnet_camvid, fcn8s_camvid); "
+                        "several are timed side by side in this run")
     p.add_argument("--sizes", default="1242x375,480x360",
                    help="camera resolutions WIDTHxHEIGHT, comma separated")
     p.add_argument("--batches", default="1,4", help="batch sizes (= cameras for the node)")
@@ -481,17 +488,18 @@ class Row:
     peak: float | None
     peak_label: str
     note: str = ""
+    model: str = ""
 
     def cells(self) -> list[str]:
         """Markdown table cells."""
         h, w = self.size
         share = f"{100 * self.tflops / self.peak:.2f}%" if self.peak else "n/a"
-        return [self.stage, f"{w}x{h}", str(self.batch), self.precision,
+        return [self.model, self.stage, f"{w}x{h}", str(self.batch), self.precision,
                 f"{self.latency_ms:.1f}", f"{self.fps:.3f}", f"{self.tflops:.4f}",
                 f"{self.peak:.2f}" if self.peak else "n/a", share]
 
 
-HEADER = ["stage", "camera WxH", "batch", "precision", "latency p50 ms", "frames/s",
+HEADER = ["weights", "stage", "camera WxH", "batch", "precision", "latency p50 ms", "frames/s",
           "TFLOP/s", "peak TFLOP/s", "of peak"]
 
 
@@ -504,11 +512,30 @@ def markdown(rows: Sequence[Row]) -> str:
 
 def _row(stage: str, size: tuple[int, int], batch: int, precision: str,
          seconds_per_batch: list[float], flops: int, peak: tuple[float, str] | None,
-         note: str = "") -> Row:
+         note: str = "", model: str = "") -> Row:
     p50 = statistics.median(seconds_per_batch)
     fps = batch / p50
     return Row(stage, size, batch, precision, 1000 * p50, fps, fps * flops / 1e12,
-               peak[0] if peak else None, peak[1] if peak else "", note)
+               peak[0] if peak else None, peak[1] if peak else "", note, model)
+
+
+def weights_labels(paths: Sequence[str]) -> list[str]:
+    """Short names for the table: file stems, or whole paths where two stems clash."""
+    stems = [Path(p).stem for p in paths]
+    return stems if len(set(stems)) == len(stems) else [str(p) for p in paths]
+
+
+def models_table(models: dict[str, dict[str, Any]]) -> str:
+    """One row per checkpoint: architecture, classes, parameters, FLOPs per frame."""
+    sizes = sorted({s for m in models.values() for s in m["flops_per_frame"]})
+    head = ["weights", "architecture", "classes", "parameters"] + [f"GFLOP at {s}"
+                                                                   for s in sizes]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, m in models.items():
+        cells = [label, m["architecture"], str(m["classes"]), f"{m['parameters'] / 1e6:.2f} M"]
+        cells += [f"{m['flops_per_frame'][s] / 1e9:.1f}" for s in sizes]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def default_precisions(device: torch.device) -> list[str]:
@@ -531,40 +558,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[Row] = []
     peaks: dict[str, Any] = {}
     context = _ros_context() if "node" in stages or args.compare_nodes else None
-    flops_per_frame: dict[str, int] = {}
+    labels = weights_labels(args.weights)
+    models: dict[str, dict[str, Any]] = {}
     for size in sizes:
+        key = f"{size[1]}x{size[0]}"
         images = [scene(*size, seed) for seed in range(max(batches))]
         for precision in precisions:
-            seg = Segmenter(args.weights, device=str(device), precision=precision)
-            flops = count_flops(seg.model, *size)
-            flops_per_frame[f"{size[1]}x{size[0]}"] = flops
+            segs = [Segmenter(w, device=str(device), precision=precision) for w in args.weights]
+            flops = [count_flops(seg.model, *size) for seg in segs]
+            for label, path, seg, f in zip(labels, args.weights, segs, flops):
+                info = models.setdefault(label, {
+                    "weights": str(path), "architecture": seg.card.model,
+                    "classes": seg.card.num_classes, "flops_per_frame": {},
+                    "parameters": sum(p.numel() for p in seg.model.parameters())})
+                info["flops_per_frame"][key] = f
             peak = peak_for(device, precision, peaks)
             for batch in batches:
                 frames, before = images[:batch], len(rows)
-                if "model" in stages:
-                    rows.append(_row("model", size, batch, precision,
-                                     time_model(seg, frames, args.frames, args.warmup),
-                                     flops, peak))
-                    if args.compile:
-                        rows.append(_row("model+compile", size, batch, precision,
-                                         time_model(seg, frames, args.frames,
-                                                    max(args.warmup, 2), True), flops, peak))
-                if "core" in stages:
-                    rows.append(_row("core", size, batch, precision,
-                                     time_core(seg, frames, args.frames, args.warmup),
-                                     flops, peak))
-                if "node" in stages:
-                    rows.append(node_row(args, context, size, batch, precision, frames,
-                                         flops, peak))
+                for stage in [s for s in STAGES if s in stages]:
+                    for label, path, seg, f in zip(labels, args.weights, segs, flops):
+                        rows += stage_rows(args, context, stage, seg, str(path), label, size,
+                                           batch, precision, frames, f, peak)
                 for line in markdown(rows[before:]).splitlines()[2:]:
                     print(line, flush=True)
-            del seg
+            del segs
     result: dict[str, Any] = {
-        "weights": str(args.weights), "device": str(device),
+        "weights": [str(w) for w in args.weights], "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
         else _cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "flops_per_frame": flops_per_frame, "rows": [vars(r) for r in rows],
+        "models": models, "rows": [vars(r) for r in rows],
         "peaks": {k: list(v) for k, v in peaks.items()}, "table": markdown(rows),
+        "models_table": models_table(models),
     }
     if args.compare_nodes:
         result["compare_nodes"] = compare_nodes(args, context, device)
@@ -575,11 +599,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def node_row(args: argparse.Namespace, context: Any, size: tuple[int, int], batch: int,
-             precision: str, images: Sequence[np.ndarray], flops: int,
+def stage_rows(args: argparse.Namespace, context: Any, stage: str, seg: Segmenter,
+               weights: str, label: str, size: tuple[int, int], batch: int, precision: str,
+               frames: Sequence[np.ndarray], flops: int, peak: tuple[float, str] | None
+               ) -> list[Row]:
+    """The rows of one stage for one checkpoint."""
+    if stage == "model":
+        rows = [_row("model", size, batch, precision,
+                     time_model(seg, frames, args.frames, args.warmup), flops, peak,
+                     model=label)]
+        if args.compile:
+            rows.append(_row("model+compile", size, batch, precision,
+                             time_model(seg, frames, args.frames, max(args.warmup, 2), True),
+                             flops, peak, model=label))
+        return rows
+    if stage == "core":
+        return [_row("core", size, batch, precision,
+                      time_core(seg, frames, args.frames, args.warmup), flops, peak,
+                      model=label)]
+    row = node_row(args, context, weights, size, batch, precision, frames, flops, peak)
+    row.model = label
+    return [row]
+
+
+def node_row(args: argparse.Namespace, context: Any, weights: str, size: tuple[int, int],
+             batch: int, precision: str, images: Sequence[np.ndarray], flops: int,
              peak: tuple[float, str] | None) -> Row:
     """Batch 1: a single-camera node; batch N: one node serving N cameras."""
-    params = {"weights": str(args.weights), "device": args.device, "precision": precision}
+    params = {"weights": weights, "device": args.device, "precision": precision}
     ns = f"/ssnet_bench_{os.getpid()}"
     if batch == 1:
         layouts, cams = [(ns, [])], single_node_topics([ns])
@@ -601,7 +648,7 @@ def compare_nodes(args: argparse.Namespace, context: Any, device: torch.device
     n = args.compare_nodes
     size = parse_size(args.compare_size)
     images = [scene(*size, seed) for seed in range(n)]
-    params: dict[str, Any] = {"weights": str(args.weights), "device": args.device}
+    params: dict[str, Any] = {"weights": str(args.weights[0]), "device": args.device}
     if args.compare_network:
         h, w = parse_size(args.compare_network)
         params.update(input_height=h, input_width=w)
@@ -639,9 +686,11 @@ def _cpu_name() -> str:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     args = parse_args(argv)
-    if not Path(args.weights).is_file():
-        print(f"benchmark: weights file {args.weights} does not exist", file=sys.stderr)
-        return 2
+    args.weights = [resolve_weights(w) for w in args.weights]
+    for weights in args.weights:
+        if not weights.is_file():
+            print(f"benchmark: weights file {weights} does not exist", file=sys.stderr)
+            return 2
     print(markdown([]), flush=True)
     try:
         result = run(args)
@@ -651,10 +700,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"device: {result['device']} ({result['device_name']}), torch {result['torch']}, "
           f"{result['threads']} CPU threads")
-    for size, flops in result["flops_per_frame"].items():
-        h, w = parse_size(size)
-        print(f"model FLOPs per {size} frame: {flops / 1e12:.4f} TFLOP "
-              f"({flops / 2 / (h * w) / 1e3:.1f} kMAC per camera pixel)")
+    for label, info in result["models"].items():
+        for size, flops in info["flops_per_frame"].items():
+            h, w = parse_size(size)
+            print(f"{label} FLOPs per {size} frame: {flops / 1e12:.4f} TFLOP "
+                  f"({flops / 2 / (h * w) / 1e3:.1f} kMAC per camera pixel)")
     for precision, (value, label) in result["peaks"].items():
         print(f"peak {precision}: {value:.3f} TFLOP/s ({label})")
     if "compare_nodes" in result:
@@ -667,6 +717,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(ratio {c['ratio']:.2f})")
     print()
     print(result["table"])
+    print()
+    print(result["models_table"])
     if args.json:
         write_json(args.json, result)
         print(f"wrote {args.json}")

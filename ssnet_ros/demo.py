@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import SSNetError
 from .fileio import read_rgb, write_png
-from .segmenter import DEFAULT_WEIGHTS, TRAIN_HINT, default_weights
+from .segmenter import DEFAULT_WEIGHTS, TRAIN_HINT, default_weights, resolve_weights
 from .visualize import side_by_side
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
@@ -64,7 +64,7 @@ def find_images(folder: str) -> list[Path]:
 def find_weights(weights: str) -> Path:
     """``weights`` or the shipped default; raise SSNetError saying how to get a checkpoint."""
     if weights:
-        path = Path(weights).expanduser()
+        path = resolve_weights(weights)
         if not path.is_file():
             raise SSNetError(f"weights file {path} does not exist; {TRAIN_HINT}")
         return path

@@ -109,7 +109,9 @@ def write_report(out: Path, summary: dict[str, Any], matrix: np.ndarray,
 def build_parser() -> argparse.ArgumentParser:
     """Command-line interface of ssnet-eval."""
     p = argparse.ArgumentParser(prog="ssnet-eval", description=__doc__)
-    p.add_argument("--weights", default=None, help="checkpoint (default: the shipped model)")
+    p.add_argument("--weights", default=None,
+                   help="checkpoint file or shipped name, e.g. fcn8s_camvid (default: "
+                        "ssnet_camvid)")
     p.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     p.add_argument("--root", required=True, type=Path, help="dataset root folder")
     p.add_argument("--split", default="val")

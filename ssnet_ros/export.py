@@ -34,6 +34,7 @@ from .checkpoint import ModelCard, load_checkpoint
 from .errors import SSNetError
 from .models import SSNet
 from .preprocessing import normalize
+from .segmenter import resolve_weights
 
 OPSET = 18
 UNPOOL_MODES = ("portable", "native")
@@ -223,7 +224,9 @@ def read_images(folder: str | Path, limit: int = 0) -> list[np.ndarray]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="ssnet-export", description=__doc__.split("\n\n")[0])
-    p.add_argument("--weights", required=True, help="checkpoint (.pt) written by ssnet-train")
+    p.add_argument("--weights", required=True,
+                   help="checkpoint (.pt) written by ssnet-train, or a shipped name "
+                        "(ssnet_camvid, fcn8s_camvid)")
     p.add_argument("--out", required=True, help="ONNX file to write")
     p.add_argument("--height", type=int, required=True, help="network input height")
     p.add_argument("--width", type=int, required=True, help="network input width")
@@ -248,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     args = parse_args(argv)
     try:
-        model, card = load_checkpoint(args.weights)
+        model, card = load_checkpoint(resolve_weights(args.weights))
         start = time.perf_counter()
         path = export_onnx(model, card, args.out, height=args.height, width=args.width,
                            batch=args.batch, dynamic_batch=args.dynamic_batch,

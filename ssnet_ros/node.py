@@ -96,8 +96,8 @@ class ParamSpec:
 _T = Parameter.Type
 PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("weights", "", _T.STRING,
-              "Checkpoint file (.pt) written by ssnet-train; empty uses the default weights "
-              "shipped with the package."),
+              "Checkpoint file (.pt) written by ssnet-train, or the name of one shipped with "
+              "the package (ssnet_camvid, fcn8s_camvid); empty uses ssnet_camvid."),
     ParamSpec("device", "auto", _T.STRING,
               "Inference device: auto (CUDA when available, else CPU), cpu, cuda or cuda:N.",
               constraints="auto | cpu | cuda | cuda:N"),

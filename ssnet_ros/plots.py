@@ -69,3 +69,26 @@ def save_curves_png(path: str | Path, history: Sequence[dict[str, Any]]) -> None
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+def save_runs_png(path: str | Path, runs: dict[str, Sequence[dict[str, Any]]]) -> None:
+    """Several training runs on shared axes: training loss and val mIoU against the epoch."""
+    plt = _pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, history in runs.items():
+        line, = ax1.plot([h["epoch"] for h in history], [h["train_loss"] for h in history],
+                         marker=".", label=label)
+        val = [h for h in history if h.get("val_miou") is not None]
+        ax2.plot([h["epoch"] for h in val], [100 * h["val_miou"] for h in val], marker="o",
+                 color=line.get_color(), label=label)
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("training loss")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("val mIoU %")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -24,7 +24,8 @@ from .visualize import palette_lut
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "ssnet_camvid.pt"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "ssnet_camvid.pt"
 CPU_BATCH_PIXELS = 16384
 """On the CPU, render_batch runs forward passes of at most this many network-input pixels:
 measured on SSNet, batching pays below ~10k pixels per frame (1.56x per frame at 48x32) and
@@ -50,10 +51,23 @@ def default_weights() -> Path | None:
     return DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.is_file() else None
 
 
+def shipped_weights() -> dict[str, Path]:
+    """The weights files shipped with the package, by name (file stem, e.g. ``fcn8s_camvid``)."""
+    return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.pt"))}
+
+
 def resolve_weights(weights: str | Path | None) -> Path:
-    """``weights`` as a Path, or the shipped default; raise SSNetError saying how to get one."""
+    """``weights`` as a Path, or the shipped default; raise SSNetError saying how to get one.
+
+    A bare name that is no file here (``fcn8s_camvid`` or ``fcn8s_camvid.pt``) names one of
+    the :func:`shipped_weights`."""
     if weights not in (None, ""):
-        return Path(weights).expanduser()
+        path = Path(weights).expanduser()
+        if not path.exists() and path.parent == Path("."):
+            shipped = shipped_weights().get(path.name.removesuffix(".pt"))
+            if shipped is not None:
+                return shipped
+        return path
     default = default_weights()
     if default is None:
         raise SSNetError(f"no weights given and this installation ships no default weights "

@@ -16,7 +16,8 @@ import pytest
 CAMVID_MEAN = (123.68, 116.779, 103.939)
 
 
-def _save_random_ssnet(path: Path, *, zero_classifier_bias: bool = False) -> Path:
+def save_random_checkpoint(path: Path, *, zero_classifier_bias: bool = False,
+                       model_name: str = "ssnet") -> Path:
     import torch
 
     from ssnet_ros.checkpoint import ModelCard, save_checkpoint
@@ -24,11 +25,11 @@ def _save_random_ssnet(path: Path, *, zero_classifier_bias: bool = False) -> Pat
     from ssnet_ros.models import build_model
 
     torch.manual_seed(0)
-    model = build_model("ssnet", num_classes=len(CAMVID_CLASSES))
+    model = build_model(model_name, num_classes=len(CAMVID_CLASSES))
     if zero_classifier_bias:
         with torch.no_grad():
             model.classifier.bias.zero_()
-    card = ModelCard(model="ssnet", class_names=CAMVID_CLASSES, palette=CAMVID_PALETTE,
+    card = ModelCard(model=model_name, class_names=CAMVID_CLASSES, palette=CAMVID_PALETTE,
                      drivable_classes=CAMVID_DRIVABLE, mean=CAMVID_MEAN, std=(1.0, 1.0, 1.0),
                      train_size=(360, 480), dataset="camvid")
     return save_checkpoint(path, model, card)
@@ -37,14 +38,14 @@ def _save_random_ssnet(path: Path, *, zero_classifier_bias: bool = False) -> Pat
 @pytest.fixture(scope="session")
 def ssnet_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight 11-class CamVid SSNet checkpoint (torch.manual_seed(0))."""
-    return _save_random_ssnet(tmp_path_factory.mktemp("weights") / "ssnet_random.pt")
+    return save_random_checkpoint(tmp_path_factory.mktemp("weights") / "ssnet_random.pt")
 
 
 @pytest.fixture(scope="session")
 def ssnet_checkpoint_varied(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Like ssnet_checkpoint but with a zero classifier bias, so its labels vary per pixel
     (the seeded random model otherwise predicts one class everywhere)."""
-    return _save_random_ssnet(tmp_path_factory.mktemp("weights") / "ssnet_varied.pt",
+    return save_random_checkpoint(tmp_path_factory.mktemp("weights") / "ssnet_varied.pt",
                               zero_classifier_bias=True)
 
 _ROS_ENV = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "OMP_NUM_THREADS",

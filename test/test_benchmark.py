@@ -65,3 +65,33 @@ def test_a_small_cpu_run_prints_the_table(ssnet_checkpoint: Path, tmp_path: Path
         [("model", 1), ("core", 1), ("model", 2), ("core", 2)]
     for row in result["rows"]:
         assert row["fps"] > 0 and row["tflops"] > 0 and row["peak"] > 0
+
+
+def test_two_checkpoints_side_by_side(ssnet_checkpoint: Path, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import save_random_checkpoint
+
+    fcn = save_random_checkpoint(tmp_path / "fcn8s_random.pt", model_name="fcn8s")
+    out = tmp_path / "bench.json"
+    code = main(["--weights", str(ssnet_checkpoint), str(fcn), "--sizes", "64x48",
+                 "--batches", "1", "--precisions", "fp32", "--stages", "model",
+                 "--frames", "1", "--warmup", "0", "--threads", "1", "--json", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "| weights | architecture | classes | parameters |" in text
+    result = json.loads(out.read_text())
+    assert [r["model"] for r in result["rows"]] == ["ssnet_random", "fcn8s_random"]
+    models = result["models"]
+    assert models["ssnet_random"]["architecture"] == "ssnet"
+    assert models["fcn8s_random"]["architecture"] == "fcn8s"
+    for name, arch in (("ssnet_random", "ssnet"), ("fcn8s_random", "fcn8s")):
+        built = build_model(arch, num_classes=11)
+        assert models[name]["parameters"] == sum(p.numel() for p in built.parameters())
+        assert models[name]["flops_per_frame"]["64x48"] == count_flops(built, 48, 64)
+
+
+def test_a_missing_second_checkpoint_is_named(ssnet_checkpoint: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.pt"
+    assert main(["--weights", str(ssnet_checkpoint), str(missing)]) == 2
+    assert str(missing) in capsys.readouterr().err

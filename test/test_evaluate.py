@@ -9,6 +9,7 @@ import pytest
 
 from ssnet_ros import Segmenter, default_weights
 from ssnet_ros.evaluate import main
+from ssnet_ros.segmenter import shipped_weights
 
 
 def test_report_files(ssnet_checkpoint_varied: Path, camvid_fixture: Path,
@@ -45,12 +46,15 @@ def test_label_space_mismatch_is_refused(ssnet_checkpoint: Path, tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_shipped_model_on_real_camvid_val(camvid_root: Path, tmp_path: Path) -> None:
-    if default_weights() is None:
-        pytest.skip("this checkout ships no default weights yet (see the training issue)")
-    seg = Segmenter(device="cpu")
+@pytest.mark.parametrize("name", sorted(shipped_weights()) or ["none shipped"])
+def test_shipped_models_on_real_camvid_val(name: str, camvid_root: Path, tmp_path: Path
+                                           ) -> None:
+    if default_weights() is None or name not in shipped_weights():
+        pytest.skip("this checkout ships no weights yet (see the training issue)")
+    seg = Segmenter(name, device="cpu")
     out = tmp_path / "report"
-    assert main(["--dataset", "camvid", "--root", str(camvid_root), "--split", "val",
+    args = ["--weights", name] if name != default_weights().stem else []  # default: no flag
+    assert main([*args, "--dataset", "camvid", "--root", str(camvid_root), "--split", "val",
                  "--out", str(out), "--limit", "6", "--overlays", "0"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     claimed = seg.card.metrics["miou"]

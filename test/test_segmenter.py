@@ -111,6 +111,23 @@ def test_missing_weights_file_is_named(tmp_path: Path) -> None:
         Segmenter(tmp_path / "gone.pt", device="cpu")
 
 
+def test_shipped_weights_by_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                 ssnet_checkpoint: Path) -> None:
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "road_model.pt").write_bytes(ssnet_checkpoint.read_bytes())
+    monkeypatch.setattr(segmenter_mod, "WEIGHTS_DIR", shipped)
+    monkeypatch.chdir(tmp_path)
+    assert segmenter_mod.shipped_weights() == {"road_model": shipped / "road_model.pt"}
+    for name in ("road_model", "road_model.pt"):
+        assert Segmenter(name, device="cpu").weights == shipped / "road_model.pt"
+    # a file of that name in the working directory wins; paths are never looked up
+    (tmp_path / "road_model.pt").write_bytes(b"not a checkpoint")
+    assert segmenter_mod.resolve_weights("road_model.pt") == Path("road_model.pt")
+    with pytest.raises(SSNetError, match=r"weights file sub/road_model\.pt does not exist"):
+        Segmenter("sub/road_model.pt", device="cpu")
+
+
 @pytest.mark.skipif(segmenter_mod.default_weights() is None, reason="no shipped weights")
 def test_shipped_default_loads() -> None:
     s = Segmenter(device="cpu")
