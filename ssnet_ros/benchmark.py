@@ -617,14 +617,13 @@ def stage_rows(args: argparse.Namespace, context: Any, stage: str, seg: Segmente
         return [_row("core", size, batch, precision,
                       time_core(seg, frames, args.frames, args.warmup), flops, peak,
                       model=label)]
-    row = node_row(args, context, weights, size, batch, precision, frames, flops, peak)
-    row.model = label
-    return [row]
+    return [node_row(args, context, weights, label, size, batch, precision, frames, flops,
+                     peak)]
 
 
-def node_row(args: argparse.Namespace, context: Any, weights: str, size: tuple[int, int],
-             batch: int, precision: str, images: Sequence[np.ndarray], flops: int,
-             peak: tuple[float, str] | None) -> Row:
+def node_row(args: argparse.Namespace, context: Any, weights: str, label: str,
+             size: tuple[int, int], batch: int, precision: str, images: Sequence[np.ndarray],
+             flops: int, peak: tuple[float, str] | None) -> Row:
     """Batch 1: a single-camera node; batch N: one node serving N cameras."""
     params = {"weights": weights, "device": args.device, "precision": precision}
     ns = f"/ssnet_bench_{os.getpid()}"
@@ -639,7 +638,7 @@ def node_row(args: argparse.Namespace, context: Any, weights: str, size: tuple[i
     p50 = statistics.median(result.latency_ms) if result.latency_ms else float("nan")
     return Row("node", size, batch, precision, p50, result.fps, result.fps * flops / 1e12,
                peak[0] if peak else None, peak[1] if peak else "",
-               note=f"{result.frames} frames, {result.lost} lost")
+               note=f"{result.frames} frames, {result.lost} lost", model=label)
 
 
 def compare_nodes(args: argparse.Namespace, context: Any, device: torch.device

@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import ModelCard, load_checkpoint
 from .errors import SSNetError
 from .models import SSNet
+from .models.padding import pad_to_multiple
 from .preprocessing import normalize
 from .segmenter import resolve_weights
 
@@ -70,9 +70,7 @@ class PortableSSNet(nn.Module):
         """Logits (N, classes, H, W) of an (N, 3, H, W) input, as :meth:`SSNet.forward`."""
         net = self.net
         h, w = x.shape[-2:]
-        ph, pw = (-h) % net.size_divisor, (-w) % net.size_divisor
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph))
+        x = pad_to_multiple(x, net.size_divisor)
         masks: list[torch.Tensor] = []
         for stage in net.encoder:
             x, first = _first_max_pool(stage(x))

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .padding import pad_to_multiple
+
 #: Filters of the 13 VGG-16 convolutions, grouped into the five stages between max-poolings.
 VGG16_STAGES: tuple[tuple[int, ...], ...] = (
     (64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)
@@ -74,9 +76,7 @@ class FCN8s(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return class logits of shape (N, num_classes, H, W) for an (N, 3, H, W) input."""
         h, w = x.shape[-2:]
-        ph, pw = (-h) % self.size_divisor, (-w) % self.size_divisor
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph))
+        x = pad_to_multiple(x, self.size_divisor)
         pools = []
         for stage in self.encoder:
             x = F.max_pool2d(stage(x), 2, 2)
