@@ -36,6 +36,8 @@ setup(
             "ssnet-export = ssnet_ros.export:main",
             "ssnet-benchmark = ssnet_ros.benchmark:main",
             "ssnet-compare-runs = ssnet_ros.compare_runs:main",
+            "ssnet-sheet = ssnet_ros.sheet:main",
+            "ssnet-ship = ssnet_ros.ship:main",
         ],
     },
 )

@@ -83,7 +83,7 @@ def generate_launch_description() -> LaunchDescription:
                 default_value=os.path.join(config, "fastdds_large_images.xml")),
             description="Fast DDS XML profile for the started processes (default: "
                         "$FASTRTPS_DEFAULT_PROFILES_FILE when set, else the installed "
-                        "fastdds_large_images.xml with a 16 MB shared-memory segment)."),
+                        "fastdds_large_images.xml with a 128 MB shared-memory segment)."),
         SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE",
                                LaunchConfiguration("fastdds_profile")),
         OpaqueFunction(function=_nodes),

@@ -32,7 +32,7 @@ from .bag_truth import (FRAME_NAMES_KEY, LABEL_FORMAT_KEY, LABEL_FORMATS, TruthF
 from .datasets import DATASETS
 from .errors import SSNetError
 from .evaluate import markdown_report
-from .fileio import write_json, write_text
+from .fileio import check_file_output, write_json, write_text
 from .metrics import confusion_matrix, summarize
 from .segmenter import Segmenter
 from .stats import percentile
@@ -138,7 +138,7 @@ class _BagEvaluator:
                 break
             r.frames += 1
             batch.append(self._decode(raw))
-            if sum(f.rgb is not None for f in batch) >= opt.batch_size:
+            if len(batch) >= opt.batch_size:  # rejected frames count: memory stays bounded
                 self._flush(batch)
                 bar.update(len(batch))
                 batch = []
@@ -302,7 +302,8 @@ def build_report(results: Sequence[BagResult], segmenter: Segmenter, options: Ev
         "model": segmenter.card.model,
         "class_names": list(segmenter.class_names),
         "drivable_classes": list(segmenter.card.drivable_classes),
-        "input_size": list(input_size) if input_size else "native",
+        "input_size": list(input_size) if input_size else (
+            "automatic" if segmenter.card.input_rule else "native"),
         "device": str(segmenter.device),
         "precision": str(segmenter.dtype).removeprefix("torch."),
         "batch_size": options.batch_size,
@@ -327,7 +328,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines += [f"# {report['model']} on {names}", "", "No ground truth: no scores."]
     t = report["inference_ms_per_frame"]
     size = report["input_size"]
-    size = "x".join(map(str, size)) if size != "native" else "native"
+    size = "x".join(map(str, size)) if isinstance(size, list) else size
     lines += ["", "## Frames", "", "| | |", "|---|---:|",
               f"| frames read | {report['frames']} |",
               f"| frames segmented | {report['frames_segmented']} |",
@@ -350,6 +351,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {b['path']} | {b['topic']} | {b['frames']} | {b['frames_scored']} | "
                      f"{without} | {b['output']} | {b['damage'] or 'none'} |")
     problems = [p for b in report["bags"] for p in b["truth_problems"] + b["rejected"]]
+    problems = [f"bag {f['bag']} was not evaluated: {f['reason']}"
+                for f in report.get("failed_bags", [])] + problems
     if problems:
         lines += ["", "## Problems", ""] + [f"- {p}" for p in problems[:MAX_LISTED]]
     return "\n".join(lines) + "\n"
@@ -376,8 +379,10 @@ def run(segmenter: Segmenter, bags: Sequence[str | Path], out: str | Path,
     if len({o.name for o in outputs}) != len(outputs):
         raise SSNetError("two input bags have the same name; evaluate them into different "
                          "--out folders")
-    for path in [*outputs, out / "report.json", out / "report.md"]:
+    for path in outputs:
         check_output(path, options.overwrite)
+    for path in (out / "report.json", out / "report.md"):
+        check_file_output(path, options.overwrite)
     for bag, output in zip(bags, outputs):
         if output.resolve() == bag.resolve():
             raise SSNetError(f"output {output} would replace input bag {bag}")
@@ -385,10 +390,20 @@ def run(segmenter: Segmenter, bags: Sequence[str | Path], out: str | Path,
              else f"folder {options.truth_dir} (matched by name or stamp)"
              if options.truth_dir else None)
     t0 = time.perf_counter()
-    results = [evaluate_bag(segmenter, bag, output, options)
-               for bag, output in zip(bags, outputs)]
+    results, failed = [], []
+    for bag, output in zip(bags, outputs):
+        try:
+            results.append(evaluate_bag(segmenter, bag, output, options))
+        except SSNetError as exc:  # one unusable bag must not discard the others' work
+            if len(bags) == 1:
+                raise
+            failed.append({"bag": str(bag), "reason": str(exc)})
+    if not results:
+        raise SSNetError("no bag could be evaluated: " + "; ".join(
+            f"{f['bag']}: {f['reason']}" for f in failed))
     report = build_report(results, segmenter, options, time.perf_counter() - t0, input_size,
                           truth)
+    report["failed_bags"] = failed
     write_json(out / "report.json", report)
     write_text(out / "report.md", report_markdown(report))
     return report
@@ -416,8 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "ssnet_camvid)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
-    p.add_argument("--input-height", type=int, default=0, help="network input height (0: native)")
-    p.add_argument("--input-width", type=int, default=0, help="network input width (0: native)")
+    p.add_argument("--input-height", type=int, default=0,
+                   help="network input height (0: automatic, by the model card's rule)")
+    p.add_argument("--input-width", type=int, default=0,
+                   help="network input width (0: automatic)")
     p.add_argument("--drivable-classes", nargs="+", default=None,
                    help="class names counted as drivable (default: the checkpoint's)")
     p.add_argument("--batch-size", type=int, default=4)
@@ -461,14 +478,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SSNetError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; bags completed before it are kept, the bag in progress "
+              f"was not written", file=sys.stderr)
+        return 130
     print(report_markdown(report))
     print(f"outputs and report written to {args.out}")
+    for failure in report["failed_bags"]:
+        print(f"{prog}: error: bag {failure['bag']} was not evaluated: {failure['reason']}",
+              file=sys.stderr)
     damaged = [b for b in report["bags"] if b["damage"]]
     for b in damaged:
         print(f"{prog}: error: bag {b['path']} is damaged: {b['damage']}; the "
               f"{b['frames']} frames before the damage were evaluated and written to "
               f"{b['output']}", file=sys.stderr)
-    return 1 if damaged else 0
+    return 1 if damaged or report["failed_bags"] else 0
 
 
 if __name__ == "__main__":

@@ -492,14 +492,43 @@ def _mcap_record(op: int, rec: _Buf, schemas: dict[int, str], scan: _Scan,
 # -- writing ---------------------------------------------------------------------------------
 
 def check_output(path: Path, overwrite: bool) -> None:
-    """Raise SSNetError unless ``path`` may become a new bag (free, or a bag + overwrite)."""
+    """Raise SSNetError unless ``path`` may become a new bag: free, or (with ``overwrite``)
+    a rosbag2 directory or an empty directory. Files, links and other folders are never
+    replaced: ``--overwrite`` replaces only what a bag tool wrote."""
     if not path.exists() and not path.is_symlink():
         return
     if not overwrite:
         raise SSNetError(f"output {path} exists; pass --overwrite to replace it")
-    if path.is_dir() and any(path.iterdir()) and not (path / "metadata.yaml").is_file():
+    if path.is_symlink() or not path.is_dir():
+        raise SSNetError(f"output {path} exists and is a file, not a rosbag2 directory; not "
+                         f"replacing it even with --overwrite")
+    if any(path.iterdir()) and not (path / "metadata.yaml").is_file():
         raise SSNetError(f"output {path} exists and is not a rosbag2 directory; not replacing "
                          f"it even with --overwrite")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(path: Path) -> list[Path]:
+    """Delete ``.NAME.partial-PID-*`` / ``.NAME.old-PID-*`` leftovers of ``path`` whose
+    writing process is gone (a killed tool); return what was removed."""
+    removed = []
+    for kind in ("partial", "old"):
+        for stale in path.parent.glob(f".{path.name}.{kind}-*"):
+            pid = stale.name.rsplit(f".{kind}-", 1)[1].split("-", 1)[0]
+            if pid.isdigit() and (int(pid) == os.getpid() or _pid_alive(int(pid))):
+                continue
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+            removed.append(stale)
+    return removed
 
 
 class BagWriter:
@@ -526,9 +555,15 @@ class BagWriter:
         self._connections: dict[str, Any] = {}
 
     def __enter__(self) -> BagWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.parent / f".{self.path.name}.partial-{uuid.uuid4().hex[:8]}"
-        self._tmp.mkdir()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_partials(self.path)
+            self._tmp = self.path.parent / (f".{self.path.name}.partial-{os.getpid()}-"
+                                            f"{uuid.uuid4().hex[:8]}")
+            self._tmp.mkdir()
+        except OSError as exc:
+            raise SSNetError(f"cannot write output {self.path}: "
+                             f"{exc.strerror or exc}") from None
         plugin = StoragePlugin.MCAP if self.storage == "mcap" else StoragePlugin.SQLITE3
         self._writer = Writer(self._tmp / self.path.name, version=BAG_VERSION,
                               storage_plugin=plugin)
@@ -570,7 +605,8 @@ class BagWriter:
             check_output(self.path, self.overwrite)
             old = None
             if self.path.exists() or self.path.is_symlink():
-                old = self.path.parent / f".{self.path.name}.old-{uuid.uuid4().hex[:8]}"
+                old = self.path.parent / (f".{self.path.name}.old-{os.getpid()}-"
+                                          f"{uuid.uuid4().hex[:8]}")
                 os.replace(self.path, old)
             os.replace(tmp / self.path.name, self.path)
             if old is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -150,6 +151,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     topic = args.topic or ("/camera/image_raw" if args.format == "raw"
                            else "/camera/image_raw/compressed")
+    problem = (f"--rate {args.rate} must be a finite number > 0"
+               if not (math.isfinite(args.rate) and args.rate > 0) else
+               f"--start {args.start} must be a finite number of seconds >= 0"
+               if not (math.isfinite(args.start) and args.start >= 0) else
+               f"--limit {args.limit} must be >= 1"
+               if args.limit is not None and args.limit < 1 else None)
+    if problem:
+        print(f"ssnet-make-bag: error: {problem}", file=sys.stderr)
+        return 2
     try:
         made = make_bag(args.images, args.out, labels=args.labels,
                         label_format=args.label_format, topic=topic,
@@ -160,6 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SSNetError as exc:
         print(f"ssnet-make-bag: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("ssnet-make-bag: interrupted; no bag written", file=sys.stderr)
+        return 130
     truth = f", {made.labelled} labels on {made.truth_topic}" if made.truth_topic else ""
     print(f"wrote {made.path}: {made.frames} frames on {made.topic}{truth}")
     return 0

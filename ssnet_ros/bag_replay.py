@@ -32,7 +32,7 @@ from . import bag_messages as bm
 from .bag_io import STORAGES, BagReader, BagWriter, check_output, image_topic, qos
 from .client import SegmentationClient, use_large_image_profile
 from .errors import SSNetError
-from .fileio import write_json, write_text
+from .fileio import check_file_output, write_json, write_text
 from .node import NODE_NAME, OUTPUTS
 from .stats import percentile
 
@@ -81,6 +81,9 @@ class _Recorder:
         self.topics: dict[str, str] = {}
         """Output key -> full topic name in the recorded bag."""
         self.sent: dict[tuple[int, int], _Sent] = {}
+        """Stamp -> the latest frame sent with it (outputs are matched by stamp)."""
+        self.frames: list[_Sent] = []
+        """Every frame sent, in order (repeated stamps included)."""
         self.counts = dict.fromkeys(outputs, 0)
         self.unexpected = 0
         self.last_arrival = 0.0
@@ -102,6 +105,17 @@ class _Recorder:
     def complete(self) -> bool:
         """True when every frame sent has all its outputs."""
         return all(f.outputs >= len(self.counts) for f in self.sent.values())
+
+    def add(self, key: tuple[int, int], frame: _Sent) -> bool:
+        """Record a sent frame; False when its stamp repeats one sent before."""
+        repeated = key in self.sent
+        self.sent[key] = frame
+        self.frames.append(frame)
+        return not repeated
+
+
+MAX_GAP_S = 2.0
+"""A forward jump of the bag clock longer than this (seconds) is skipped, not waited out."""
 
 
 def _diag_snapshot(client: SegmentationClient, fresh: int, timeout: float) -> dict[str, str]:
@@ -201,13 +215,19 @@ def _run(client: SegmentationClient, reader: BagReader, topic: str, rec: _Record
     t_start = time.monotonic()
     first_ts = last_ts = None
     last_stamp = 0
+    repeated, gaps = 0, []
+    clock_shift = 0
     for index, raw in enumerate(reader.messages([topic])):
         if opt.limit is not None and index >= opt.limit:
             break
         first_ts = raw.timestamp if first_ts is None else first_ts
+        if last_ts is not None and (raw.timestamp - last_ts) / 1e9 > MAX_GAP_S:
+            # the bag clock jumps forward (a pause, a merged recording): do not wait it out
+            gaps.append({"frame": index, "seconds": (raw.timestamp - last_ts) / 1e9})
+            clock_shift += raw.timestamp - last_ts - int(1e9 / 30)
         last_ts = raw.timestamp
         if opt.rate > 0:
-            target = t_start + (raw.timestamp - first_ts) / 1e9 / opt.rate
+            target = t_start + (raw.timestamp - first_ts - clock_shift) / 1e9 / opt.rate
             while (remaining := target - time.monotonic()) > 0:
                 executor.spin_once(timeout_sec=min(remaining, 0.01))
         if opt.restamp:
@@ -217,7 +237,8 @@ def _run(client: SegmentationClient, reader: BagReader, topic: str, rec: _Record
         else:
             data = bytes(raw.data)
             key = bm.cdr_stamp(data)
-        rec.sent[key] = frame = _Sent(index, time.monotonic())
+        frame = _Sent(index, time.monotonic())
+        repeated += not rec.add(key, frame)
         client.send(data)
         if writer is not None:
             writer.write_raw(pub_topic, time.time_ns(), data)
@@ -235,11 +256,11 @@ def _run(client: SegmentationClient, reader: BagReader, topic: str, rec: _Record
         if time.monotonic() - max(rec.last_arrival, send_end) > quiet:
             break
         executor.spin_once(timeout_sec=0.02)
-    frames = sorted(rec.sent.values(), key=lambda f: f.index)
+    frames = rec.frames
     latencies = [f.arrival - f.time for f in frames if f.arrival is not None]
     quarters = [frames[i * len(frames) // 4:(i + 1) * len(frames) // 4] for i in range(4)]
     sent_span = send_end - t_start
-    recorded_span = ((last_ts or 0) - (first_ts or 0)) / 1e9
+    recorded_span = ((last_ts or 0) - (first_ts or 0) - clock_shift) / 1e9
     n = len(frames)
     return {
         "tool": "ssnet-replay",
@@ -261,6 +282,8 @@ def _run(client: SegmentationClient, reader: BagReader, topic: str, rec: _Record
                                  for f in frames],
         "outputs_received": rec.counts,
         "outputs_unexpected": rec.unexpected,
+        "frames_with_repeated_stamps": repeated,
+        "bag_clock_gaps_skipped": gaps,
         "seconds": time.monotonic() - t_start,
     }
 
@@ -355,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.out is not None:
             for name in ("replay.json", "replay.md"):
-                check_output(args.out / name, args.overwrite)
+                check_file_output(args.out / name, args.overwrite)
         report = replay(context, args.bag, options)
     except SSNetError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as _dt
+import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from torch import nn
 
 from .errors import SSNetError
 from .fileio import atomic_path
+from .input_size import rule_problems
 from .models import build_model, list_models
 
 FORMAT = "ssnet_ros.checkpoint"
@@ -23,7 +26,9 @@ class ModelCard:
     """What a checkpoint says about its model.
 
     ``mean``/``std`` normalise RGB pixels in 0..255 units; ``train_size`` is (height, width);
-    ``metrics`` holds the measured validation figures (may be empty).
+    ``metrics`` holds the measured validation figures (may be empty); ``input_rule`` the
+    constants of the automatic network input size (:mod:`ssnet_ros.input_size`; empty: run at
+    each image's own size); ``training`` the data and recipe the weights were trained with.
     """
 
     model: str
@@ -36,6 +41,8 @@ class ModelCard:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     dataset: str = ""
+    input_rule: dict[str, float] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -65,8 +72,11 @@ class ModelCard:
             out.append(f"drivable classes {unknown} are not class names")
         if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
             out.append("normalization needs three means and three positive stds")
-        if len(self.train_size) != 2 or any(int(v) <= 0 for v in self.train_size):
+        if len(self.train_size) != 2 or any(not 0 < int(v) <= 16384 for v in self.train_size):
             out.append(f"training resolution {self.train_size} is not (height, width) > 0")
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
+            out.append("normalization values must be finite")
+        out += rule_problems(self.input_rule)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,6 +103,8 @@ class ModelCard:
             model_kwargs=dict(data.get("model_kwargs", {})),
             metrics=dict(data.get("metrics", {})),
             dataset=str(data.get("dataset", "")),
+            input_rule={str(k): float(v) for k, v in dict(data.get("input_rule", {})).items()},
+            training=dict(data.get("training", {})),
         )
 
     def replace(self, **changes: Any) -> ModelCard:
@@ -138,9 +150,16 @@ def _read_payload(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc).strip()
+        if "Unsupported global" in text:
+            raise SSNetError(f"weights file {path} holds Python objects besides tensors and "
+                             f"plain data, which could run code when loaded; ssnet_ros only "
+                             f"reads checkpoints written by ssnet-train") from None
+        detail = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
+        first = (detail[1] if detail else text.splitlines()[0] if text
+                 else type(exc).__name__)[:200]
         raise SSNetError(f"weights file {path} is corrupt or not a PyTorch file ({first})") \
-            from exc
+            from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise SSNetError(f"weights file {path} is not an ssnet_ros checkpoint (no "
                          f"'format: {FORMAT}' entry; train one with ssnet-train)")
@@ -172,10 +191,24 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, ModelCard]:
     path = Path(path)
     payload = _read_payload(path)
     card = _card_of(path, payload)
-    model = build_from_card(card)
+    try:
+        model = build_from_card(card)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise SSNetError(f"weights file {path}: model {card.model!r} cannot be built with "
+                         f"the card's model_kwargs {card.model_kwargs} "
+                         f"({' '.join(str(exc).split())[:160]})") from None
     state = payload.get("state_dict")
     if not isinstance(state, dict):
         raise SSNetError(f"weights file {path} holds no state_dict")
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise SSNetError(f"weights file {path} has a state_dict entry {bad[0]!r} that is not a "
+                         f"tensor")
+    broken = [k for k, v in state.items()
+              if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise SSNetError(f"weights file {path} holds non-finite values (NaN or inf) in "
+                         f"{len(broken)} tensors, e.g. {broken[0]!r}: it is broken")
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v
                                for k, v in state.items()})

@@ -14,19 +14,16 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from .errors import SSNetError
+from .image_limits import MAX_SIDE, check_compressed_data, check_size, decode_image
 
 #: Supported raw encodings and their channel counts (all 8 bits per channel).
 CHANNELS: dict[str, int] = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
-#: Largest accepted image side in pixels; bigger messages are rejected as malformed.
-MAX_SIDE = 16384
-
 _TO_RGB = {"bgr8": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGBA2RGB,
            "bgra8": cv2.COLOR_BGRA2RGB, "mono8": cv2.COLOR_GRAY2RGB}
 
 
-def _check_size(height: int, width: int) -> None:
-    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
-        raise SSNetError(f"image size {width}x{height} is outside 1..{MAX_SIDE} pixels per side")
+__all__ = ["CHANNELS", "MAX_SIDE", "check_compressed", "check_image", "compressed_to_rgb",
+           "image_to_rgb", "mono8_msg", "rgb8_msg"]
 
 
 def check_image(msg: Image) -> int:
@@ -38,7 +35,7 @@ def check_image(msg: Image) -> int:
     if channels is None:
         raise SSNetError(f"unsupported image encoding {msg.encoding!r} "
                          f"(supported: {', '.join(CHANNELS)})")
-    _check_size(msg.height, msg.width)
+    check_size(msg.height, msg.width)
     row = msg.width * channels
     if msg.step < row:
         raise SSNetError(f"image step {msg.step} is less than width x channels = {row}")
@@ -65,21 +62,22 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     return cv2.cvtColor(pixels, _TO_RGB[msg.encoding])
 
 
+def _bytes(data: object) -> bytes | memoryview:
+    return data if isinstance(data, (bytes, memoryview)) else memoryview(data)  # type: ignore
+
+
 def check_compressed(msg: CompressedImage) -> None:
-    """Cheap validation of a compressed image (the payload is checked when decoded)."""
-    if len(msg.data) == 0:
-        raise SSNetError(f"compressed image ({msg.format or 'no format'}) has no data")
+    """Cheap validation of a compressed image: length, PNG/JPEG header and the size it
+    states (no pixel is decoded; see :mod:`ssnet_ros.image_limits`)."""
+    try:
+        check_compressed_data(_bytes(msg.data))
+    except SSNetError as exc:
+        raise SSNetError(f"compressed image ({msg.format or 'no format'}): {exc}") from None
 
 
 def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """Decode a compressed image (JPEG, PNG, or any format OpenCV reads) to HxWx3 uint8 RGB."""
-    check_compressed(msg)
-    bgr = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise SSNetError(f"compressed image ({msg.format or 'no format'}, {len(msg.data)} "
-                         f"bytes) could not be decoded")
-    _check_size(*bgr.shape[:2])
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    """Decode a PNG or JPEG compressed image to HxWx3 uint8 RGB, size checked first."""
+    return decode_image(_bytes(msg.data), f"compressed image ({msg.format or 'no format'})")
 
 
 def _data(pixels: np.ndarray) -> array.array:

@@ -36,9 +36,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="checkpoint from ssnet-train (empty: the shipped default weights)")
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--input-height", type=int, default=0,
-                   help="network input height (node parameter; 0: each image's own size)")
+                   help="network input height (node parameter; 0: automatic)")
     p.add_argument("--input-width", type=int, default=0,
-                   help="network input width (node parameter; 0: each image's own size)")
+                   help="network input width (node parameter; 0: automatic)")
     p.add_argument("--device", default="auto", help="node parameter device (auto, cpu, cuda)")
     p.add_argument("--encoding", choices=("bgr8", "rgb8"), default="bgr8",
                    help="encoding of the published images (default: bgr8, like most cameras)")

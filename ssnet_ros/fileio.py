@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -63,10 +65,45 @@ def write_png(path: str | Path, rgb_or_gray: Any) -> None:
 
 
 def read_rgb(path: str | Path) -> Any:
-    """Read an image file as HxWx3 uint8 RGB; raise OSError naming the file when unreadable."""
+    """Read an image file as HxWx3 uint8 RGB; raise OSError naming the file when unreadable.
+
+    PNG and JPEG files have their stated size checked before decoding
+    (:mod:`ssnet_ros.image_limits`); EXIF orientation is ignored, as for camera frames."""
     import cv2
 
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    from .errors import SSNetError
+    from .image_limits import check_size, decode_image
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise OSError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    if data[:8] == b"\x89PNG\r\n\x1a\n" or data[:2] == b"\xff\xd8":
+        try:
+            return decode_image(data, f"image {path}")
+        except SSNetError as exc:
+            raise OSError(str(exc)) from None
+    image = cv2.imdecode(np.frombuffer(data, np.uint8),
+                         cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data else None
     if image is None:
         raise OSError(f"cannot read image {path}")
+    try:
+        check_size(*image.shape[:2])
+    except SSNetError as exc:
+        raise OSError(f"image {path}: {exc}") from None
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def check_file_output(path: str | Path, overwrite: bool) -> None:
+    """Raise SSNetError unless ``path`` may become a new file: free, or an existing regular
+    file with ``overwrite``."""
+    from .errors import SSNetError
+
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if not overwrite:
+        raise SSNetError(f"output {path} exists; pass --overwrite to replace it")
+    if path.is_dir() or path.is_symlink():
+        raise SSNetError(f"output {path} exists and is not a regular file; not replacing it "
+                         f"even with --overwrite")

@@ -14,6 +14,8 @@ size and publishes. Nothing queues, so output latency never grows.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import os
 import re
 import signal
@@ -30,13 +32,14 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
                                 SetParametersResult)
 from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
                                ParameterException)
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from .batching import FrameGatherer
@@ -44,7 +47,9 @@ from .conversions import check_compressed, check_image, compressed_to_rgb, image
     mono8_msg, rgb8_msg
 from .errors import SSNetError
 from .render import CHANNELS
-from .segmenter import PRECISIONS, Segmenter, resolve_device, resolve_precision
+from .checkpoint import read_card
+from .segmenter import PRECISIONS, Segmenter, resolve_device, resolve_precision, \
+    resolve_weights
 from .stats import Counter, LatencyWindow, RateMeter
 
 NODE_NAME = "ssnet"
@@ -107,11 +112,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("input_height", 0, _T.INTEGER,
               "Network input height in pixels: images are resized to input_height x "
               "input_width for inference and the results resized back; 0 (with input_width "
-              "0) runs at each image's own size.", range=(0, 16384),
+              "0) picks the size automatically so the world appears at the scale the model "
+              "was trained for (the model card's rule, from the image size and the "
+              "camera_info focal length).", range=(0, 16384),
               constraints="0 or >= 1 together with input_width"),
     ParamSpec("input_width", 0, _T.INTEGER,
-              "Network input width in pixels; 0 (with input_height 0) runs at each image's own "
-              "size.", range=(0, 16384),
+              "Network input width in pixels; 0 (with input_height 0) picks the size "
+              "automatically (see input_height).", range=(0, 16384),
               constraints="0 or >= 1 together with input_height"),
     ParamSpec("drivable_classes", [], _T.STRING_ARRAY,
               "Class names counted as drivable in segmentation/drivable_mask; empty uses the "
@@ -188,7 +195,7 @@ def validate(values: dict[str, Any]) -> Settings:
     h, w = int(values["input_height"]), int(values["input_width"])
     if (h == 0) != (w == 0):
         raise SSNetError(f"parameters input_height ({h}) and input_width ({w}) must both be 0 "
-                         f"(native size) or both be positive")
+                         f"(automatic size) or both be positive")
     drivable = values["drivable_classes"] or None
     cameras = tuple(str(c) for c in values["cameras"] or ())
     for name in cameras:
@@ -222,6 +229,10 @@ class Camera:
         self.batch_size = LatencyWindow()
         """Frames segmented together with each frame (a window of counts, not seconds)."""
         self.rejected_reported = 0
+        self.failed_reported = 0
+        self.info_topic = ""
+        self.focal_px: float | None = None
+        """fx of the latest camera_info (None until one with a usable K arrived)."""
 
     def wanted(self, publish: dict[str, bool]) -> set[str]:
         """Outputs switched on that someone subscribes to."""
@@ -260,11 +271,14 @@ class SegmentationNode(Node):
                 raise SSNetError(f"parameter drivable_classes: {exc}") from None
             raise
         self._declare_derived_parameters()
+        self._warn_unknown_overrides()
         self.add_on_set_parameters_callback(self._check_new_parameters)
         self.add_post_set_parameters_callback(self._apply_new_parameters)
 
         self._last_error_log = -ERROR_LOG_PERIOD
         self._errors_suppressed = 0
+        self.callback_errors = 0
+        """Exceptions raised inside executor callbacks (e.g. a peer's malformed request)."""
         self.cameras = [Camera(name) for name in s.cameras or ("",)]
         self._gatherer: FrameGatherer[tuple[Any, float]] = FrameGatherer(len(self.cameras))
         raw = s.input_transport == "raw"
@@ -278,12 +292,17 @@ class SegmentationNode(Node):
                 self._compressed_topic(image)
             self.create_subscription(Image if raw else CompressedImage, cam.input_topic,
                                      lambda msg, i=index: self._on_image(i, msg), INPUT_QOS)
+            cam.info_topic = camera_info_topic(self.resolve_topic_name(image) if raw else
+                                               cam.input_topic.removesuffix("/compressed"))
+            self.create_subscription(CameraInfo, cam.info_topic,
+                                     lambda msg, c=cam: self._on_camera_info(c, msg), INPUT_QOS)
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(s.diagnostics_period, self._publish_diagnostics)
+        # a steady clock: diagnostics go on while a simulated /clock pauses
+        self.create_timer(s.diagnostics_period, self._publish_diagnostics,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._worker = threading.Thread(target=self._work, name="ssnet-worker", daemon=True)
         self._worker.start()
-        size = "each image's own size" if s.input_size is None else \
-            f"{s.input_size[0]}x{s.input_size[1]}"
+        size = self._network_input()
         topics = ", ".join(cam.input_topic for cam in self.cameras)
         self.get_logger().info(
             f"segmenting {topics} ({s.input_transport}) with "
@@ -296,6 +315,8 @@ class SegmentationNode(Node):
         values = {}
         for spec in PARAMETERS:
             default = spec.type if spec.default == [] else spec.default  # rclpy: typed empty
+            if spec.name == "drivable_classes":  # hold the effective names, never "not set"
+                default = self._checkpoint_drivable(values["weights"]) or default
             try:
                 param = self.declare_parameter(spec.name, default, spec.descriptor())
             except InvalidParameterTypeException as exc:
@@ -310,8 +331,39 @@ class SegmentationNode(Node):
                     from None
             except ParameterException as exc:
                 raise SSNetError(f"parameter {spec.name}: {_reason(exc)}") from None
+            if param.value is None:  # an empty list: give it a typed empty value
+                self._hold_empty(spec.name, spec.type)
             values[spec.name] = [] if param.value is None else param.value
         return values
+
+    def _hold_empty(self, name: str, kind: Parameter.Type) -> None:
+        """Give a declared array parameter without value the typed empty value.
+
+        rclpy declares ``[]`` defaults as "not set", and answers a GetParameters request that
+        names one with no values at all (``ros2 param dump`` gets nothing). rclpy has no public
+        way to give a read-only parameter a typed empty array, so it is set in its table."""
+        self._parameters[name] = Parameter(name, kind, [])
+
+    @staticmethod
+    def _checkpoint_drivable(weights: str) -> list[str]:
+        """The drivable class names of the checkpoint ``weights`` names ([] if unreadable:
+        loading it later reports why)."""
+        try:
+            return list(read_card(resolve_weights(weights or None)).drivable_classes)
+        except SSNetError:
+            return []
+
+    def _warn_unknown_overrides(self) -> None:
+        """One warning naming overrides of parameters this node does not declare."""
+        declared = [spec.name for spec in PARAMETERS] + list(DERIVED_PARAMETERS)
+        unknown = sorted(set(self._parameter_overrides) - set(declared) - {"use_sim_time"})
+        if unknown:
+            hints = []
+            for name in unknown:
+                close = difflib.get_close_matches(name, declared, n=1)
+                hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+            self.get_logger().warning(
+                f"ignoring parameters this node does not have: {', '.join(hints)}")
 
     def _declare_derived_parameters(self) -> None:
         seg = self.segmenter
@@ -323,8 +375,10 @@ class SegmentationNode(Node):
         for name, description in DERIVED_PARAMETERS.items():
             descriptor = ParameterDescriptor(name=name, type=types[name].value, read_only=True,
                                              description=description)
-            value = values[name] or types[name]  # an empty list stays unset (rclpy limit)
-            self.declare_parameter(name, value, descriptor, ignore_override=True)
+            self.declare_parameter(name, values[name] or types[name], descriptor,
+                                   ignore_override=True)
+            if not values[name]:
+                self._hold_empty(name, types[name])
 
     def _check_new_parameters(self, params: list[Parameter]) -> SetParametersResult:
         for p in params:
@@ -350,7 +404,21 @@ class SegmentationNode(Node):
             return explicit
         return self.resolve_topic_name(image) + "/compressed"
 
+    def _network_input(self) -> str:
+        """The network input size as the log and the diagnostics state it."""
+        s, seg = self.settings, self.segmenter
+        if s.input_size is not None:
+            return f"{s.input_size[0]}x{s.input_size[1]}"
+        if not seg.card.input_rule:
+            return "each image's own size"
+        focal = f", focal {seg.focal_px:.1f} px" if seg.focal_px else ""
+        return f"automatic (model card rule{focal})"
+
     # -- data path --------------------------------------------------------------------------
+
+    def _on_camera_info(self, cam: Camera, msg: CameraInfo) -> None:
+        fx = float(msg.k[0]) if len(msg.k) == 9 else 0.0
+        cam.focal_px = fx if math.isfinite(fx) and fx > 0 else None
 
     def _on_image(self, index: int, msg: Image | CompressedImage) -> None:
         now = time.monotonic()
@@ -412,6 +480,8 @@ class SegmentationNode(Node):
         if not ready:
             return
         t1 = time.perf_counter()
+        focals = {frame.camera.focal_px for frame in ready}
+        self.segmenter.set_focal_length(focals.pop() if len(focals) == 1 else None)
         outputs = set().union(*(frame.want for frame in ready))
         results = self.segmenter.render_batch([frame.rgb for frame in ready], outputs,
                                               overlay_alpha=s.overlay_alpha)
@@ -437,20 +507,23 @@ class SegmentationNode(Node):
         """A camera's health and statistics (rejections are counted as reported once)."""
         seg, s = self.segmenter, self.settings
         rate_in, rate_out = cam.received.rate(), cam.processed.rate()
-        rejected = cam.rejected.value
+        rejected, failed = cam.rejected.value, cam.failed.value
         new_rejects, cam.rejected_reported = rejected - cam.rejected_reported, rejected
+        new_failures, cam.failed_reported = failed - cam.failed_reported, failed
         level, message = DiagnosticStatus.OK, f"{rate_in:.1f} Hz in, {rate_out:.1f} Hz out"
         if cam.received.total == 0:
             message = f"waiting for images on {cam.input_topic}"
         elif new_rejects:
             level, message = DiagnosticStatus.WARN, f"rejected {new_rejects} malformed images"
-        elif cam.failed.value:
-            level, message = DiagnosticStatus.WARN, f"{cam.failed.value} frames failed"
+        elif new_failures:
+            level, message = DiagnosticStatus.WARN, f"{new_failures} frames failed"
         values = {
             "input_rate_hz": f"{rate_in:.2f}", "output_rate_hz": f"{rate_out:.2f}",
             "frames_received": cam.received.total, "frames_processed": cam.processed.total,
             "frames_skipped": cam.skipped.value, "frames_rejected": rejected,
-            "frames_failed": cam.failed.value, "frames_unwatched": cam.idle.value,
+            "frames_failed": failed, "frames_unwatched": cam.idle.value,
+            "frames_rejected_recent": new_rejects, "frames_failed_recent": new_failures,
+            "callback_errors": self.callback_errors,
         }
         for stage, window in cam.latency.items():
             for q in (50, 99):
@@ -460,8 +533,7 @@ class SegmentationNode(Node):
         values.update({
             "input_topic": cam.input_topic, "weights": str(seg.weights),
             "device": str(seg.device), "precision": str(seg.dtype).removeprefix("torch."),
-            "network_input": "native" if s.input_size is None else
-            f"{s.input_size[0]}x{s.input_size[1]}",
+            "network_input": self._network_input(),
             "batch_size_p50": "nan" if batch != batch else f"{batch:.0f}",
             "cuda_graphs": "on" if seg.cuda_graphs else
             (f"off ({seg.graph_error})" if seg.graph_error else "off"),
@@ -480,6 +552,15 @@ class SegmentationNode(Node):
 
     # -- lifetime ---------------------------------------------------------------------------
 
+    def callback_failed(self, exc: Exception) -> None:
+        """Count and log (throttled) an exception an executor callback raised; keep serving.
+
+        rclpy raises inside the executor for requests it cannot handle, e.g. a
+        SetParameters request whose ParameterValue.type is not a valid type byte."""
+        self.callback_errors += 1
+        self._log_error(f"ignored a failing callback or request: "
+                        f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+
     def close(self, timeout: float = 1.0) -> bool:
         """Stop the worker (waiting up to ``timeout`` s for a running frame) and destroy the
         node; False when the worker is still busy with a frame (it stops after it)."""
@@ -490,6 +571,13 @@ class SegmentationNode(Node):
             self.get_logger().warning("stopping while a frame is still being segmented")
         self.destroy_node()
         return finished
+
+
+def camera_info_topic(image_topic: str) -> str:
+    """The camera_info topic beside a resolved image topic, as image_transport's camera
+    subscriber reads it: ``/cam/image_raw`` -> ``/cam/camera_info``."""
+    base = image_topic.rsplit("/", 1)[0] if "/" in image_topic else ""
+    return f"{base}/camera_info" if base else "/camera_info"
 
 
 def status_name(fully_qualified_node_name: str, camera: str = "") -> str:
@@ -523,7 +611,12 @@ def usage() -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the node until SIGINT or SIGTERM; 0 on a clean stop, 1 when it cannot start."""
     args = list(sys.argv if argv is None else argv)
-    user_args = remove_ros_args(args)[1:]
+    try:
+        user_args = remove_ros_args(args)[1:]
+    except Exception as exc:  # a malformed --ros-args section (bad remap, bad -p)
+        text = " ".join(str(exc).split()).split(". Error:")[0].split(", at /")[0]
+        print(f"segmentation_node: cannot start: {text}", file=sys.stderr)
+        return 2
     if user_args in (["-h"], ["--help"]):
         print(usage())
         return 0
@@ -540,20 +633,34 @@ def main(argv: list[str] | None = None) -> int:
     ready = False
 
     def on_signal(signum: int, frame: Any) -> None:
+        # Signal policy: the first SIGINT/SIGTERM stops the node; later ones (a double Ctrl-C,
+        # a launch system forwarding the signal) are ignored while it stops, which takes at
+        # most the worker's join timeout, so nothing is interrupted half-way.
+        first = not stop.is_set()
         stop.set()
-        if not ready:
+        if first and not ready:
             raise _Interrupted
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     node: SegmentationNode | None = None
     code = 0
+    finished = True
     try:
-        node = SegmentationNode()
+        try:
+            node = SegmentationNode()
+        except (SSNetError, _Interrupted):
+            raise
+        except Exception as exc:  # e.g. an invalid topic name from a remap: one sentence
+            raise SSNetError(f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") \
+                from None
         ready = True
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
+            try:
+                executor.spin_once(timeout_sec=0.1)
+            except Exception as exc:  # a peer's malformed request must not end the node
+                node.callback_failed(exc)
         executor.shutdown(timeout_sec=0.2)
     except SSNetError as exc:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
@@ -561,10 +668,11 @@ def main(argv: list[str] | None = None) -> int:
     except _Interrupted:
         pass
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        ready = True  # from here on every signal is ignored (see on_signal)
         finished = node.close() if node is not None else True
         rclpy.try_shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if not finished:
         # The worker is still inside the network; interpreter teardown would abort under it
         # ("terminate called without an active exception"), so leave without teardown.

@@ -46,7 +46,7 @@ def save_confusion_png(path: str | Path, matrix: np.ndarray, class_names: Sequen
 
 
 def save_curves_png(path: str | Path, history: Sequence[dict[str, Any]]) -> None:
-    """Training loss per epoch and validation mIoU / road IoU where measured."""
+    """Training loss per epoch and every validation figure (``val_*``) where measured."""
     plt = _pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [h["epoch"] for h in history]
@@ -54,14 +54,15 @@ def save_curves_png(path: str | Path, history: Sequence[dict[str, Any]]) -> None
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("training loss")
     ax1.grid(alpha=0.3)
-    val = [h for h in history if h.get("val_miou") is not None]
-    if val:
-        ax2.plot([h["epoch"] for h in val], [100 * h["val_miou"] for h in val], marker="o",
-                 label="val mIoU")
-        if all(h.get("val_drivable_iou") is not None for h in val):
-            ax2.plot([h["epoch"] for h in val], [100 * h["val_drivable_iou"] for h in val],
-                     marker="s", label="val drivable IoU")
-        ax2.legend()
+    keys = sorted({k for h in history for k, v in h.items()
+                   if k.startswith("val_") and isinstance(v, (int, float))
+                   and k != "val_pixel_accuracy"})
+    for key, marker in zip(keys, "osD^v<>ph*"):
+        val = [h for h in history if h.get(key) is not None]
+        ax2.plot([h["epoch"] for h in val], [100 * h[key] for h in val], marker=marker,
+                 label=key.removeprefix("val_").replace("_", " "))
+    if keys:
+        ax2.legend(fontsize=8)
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("%")
     ax2.grid(alpha=0.3)

@@ -31,10 +31,29 @@ def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float], 
 
 
 def resize_input(x: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
-    """Bilinearly resize an NCHW batch to ``size`` (height, width); None or same size: no-op."""
+    """Bilinearly resize an NCHW batch to ``size`` (height, width); None or same size: no-op.
+
+    The device path (CUDA) resizes this way; the CPU path resizes uint8 frames with OpenCV
+    before normalising (:func:`resize_uint8`)."""
     if size is None or tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
+
+
+def resize_uint8(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize an NHWC uint8 CPU batch to ``size`` (height, width) with OpenCV before any
+    float conversion: area averaging when shrinking (as training's scale augmentation does),
+    bilinear when enlarging. Normalising a 12 MP frame first would cost most of the frame."""
+    import cv2
+
+    h, w = size
+    if tuple(batch.shape[1:3]) == (h, w):
+        return batch
+    shrink = h * w < batch.shape[1] * batch.shape[2]
+    inter = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    frames = [cv2.resize(np.ascontiguousarray(image), (w, h), interpolation=inter)
+              for image in batch.numpy()]
+    return torch.from_numpy(np.stack(frames))
 
 
 def resize_nearest(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -8,6 +8,7 @@ brings all outputs back. See :mod:`ssnet_ros.render`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,9 @@ import torch
 
 from .checkpoint import ModelCard, load_checkpoint
 from .errors import SSNetError
-from .preprocessing import check_rgb, normalize, resize_input, resize_nearest
+from .image_limits import MAX_SIDE
+from .input_size import auto_input_size
+from .preprocessing import check_rgb, normalize, resize_input, resize_nearest, resize_uint8
 from .render import OUTPUT_KEYS, DeviceTables, GraphCache, Rendered, alpha_weight, \
     check_outputs, render_numpy, render_packed, unpack
 from .visualize import palette_lut
@@ -107,34 +110,45 @@ class Segmenter:
     """Semantic segmentation of RGB images with a trained ssnet_ros checkpoint.
 
     ``weights=None`` uses the shipped default. ``input_size`` (height, width) resizes every
-    image to the network's input size and resizes the results back (nearest); None runs at
-    the image's own size. ``drivable_classes`` overrides the checkpoint's drivable class names.
+    image to the network's input size and resizes the results back (nearest); None (auto)
+    picks the size per image size by the model card's rule (:mod:`ssnet_ros.input_size`,
+    using ``focal_px`` when known) so the world appears at the trained scale, or runs at the
+    image's own size for checkpoints without a rule; ``"native"`` always runs at the image's
+    own size. ``flip`` averages the logits of the image and its mirror image (2x the work).
+    ``drivable_classes`` overrides the checkpoint's drivable class names.
     ``cuda_graphs`` (default: on for CUDA) replays :meth:`render_batch` as CUDA graphs.
     """
 
     def __init__(self, weights: str | Path | None = None, *, device: str = "auto",
-                 precision: str = "auto", input_size: tuple[int, int] | None = None,
+                 precision: str = "auto",
+                 input_size: tuple[int, int] | str | None = None,
                  drivable_classes: Sequence[str] | None = None,
-                 warmup: bool | None = None, cuda_graphs: bool | None = None) -> None:
+                 warmup: bool | None = None, cuda_graphs: bool | None = None,
+                 focal_px: float | None = None, flip: bool = False) -> None:
         self.weights: Path | None = resolve_weights(weights)
         model, card = load_checkpoint(self.weights)
-        self._setup(model, card, device=device, precision=precision, input_size=input_size,
+        self.focal_px = focal_px
+        """The camera's focal length in pixels (camera_info K[0]) for the automatic size."""
+        self._setup(FlipAveraged(model) if flip else model, card, device=device,
+                    precision=precision, input_size=input_size,
                     drivable_classes=drivable_classes, warmup=warmup, cuda_graphs=cuda_graphs)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, card: ModelCard, *, device: str = "auto",
-                   precision: str = "auto", input_size: tuple[int, int] | None = None,
+                   precision: str = "auto", input_size: tuple[int, int] | str | None = None,
                    warmup: bool | None = False, cuda_graphs: bool | None = False
                    ) -> Segmenter:
         """Wrap an in-memory model (e.g. during training) with the same inference path."""
         self = cls.__new__(cls)
         self.weights = None
+        self.focal_px = None
         self._setup(model, card, device=device, precision=precision, input_size=input_size,
                     drivable_classes=None, warmup=warmup, cuda_graphs=cuda_graphs)
         return self
 
     def _setup(self, model: torch.nn.Module, card: ModelCard, *, device: str, precision: str,
-               input_size: tuple[int, int] | None, drivable_classes: Sequence[str] | None,
+               input_size: tuple[int, int] | str | None,
+               drivable_classes: Sequence[str] | None,
                warmup: bool | None, cuda_graphs: bool | None) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
@@ -145,9 +159,18 @@ class Segmenter:
                 raise SSNetError(f"drivable classes {unknown} are not classes of the model "
                                  f"({', '.join(card.class_names)})")
             self.card = card.replace(drivable_classes=list(drivable_classes))
-        if input_size is not None and (len(input_size) != 2 or min(input_size) < 1):
-            raise SSNetError(f"input_size {input_size} must be (height, width) >= 1")
+        self.native = input_size == "native"
+        if isinstance(input_size, str) and not self.native:
+            raise SSNetError(f"input_size {input_size!r} must be (height, width), 'native' or "
+                             f"None (automatic)")
+        if self.native:
+            input_size = None
+        if input_size is not None and (len(input_size) != 2 or min(input_size) < 1
+                                       or max(input_size) > MAX_SIDE):
+            raise SSNetError(f"input_size {input_size} must be (height, width) within "
+                             f"1..{MAX_SIDE}")
         self.input_size = (int(input_size[0]), int(input_size[1])) if input_size else None
+        """The fixed network input size (height, width); None: automatic or native."""
         self.channels_last = self.device.type == "cuda"
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         self.model = model.to(self.device, dtype=self.dtype, memory_format=memory_format).eval()
@@ -170,6 +193,23 @@ class Segmenter:
         if warmup if warmup is not None else self.device.type == "cuda":
             h, w = self.input_size or self.card.train_size
             self.segment_batch([np.zeros((h, w, 3), np.uint8)])
+
+    def set_focal_length(self, focal_px: float | None) -> None:
+        """Use the camera's focal length (pixels, camera_info K[0]; None: unknown) for the
+        automatic input size from now on."""
+        if focal_px is not None and not (math.isfinite(focal_px) and focal_px > 0):
+            focal_px = None
+        if focal_px == self.focal_px:
+            return
+        self.focal_px = focal_px
+        if self._graphs is not None:  # captured graphs hold the old network size
+            self._graphs = GraphCache(self._render_packed, self.device)
+
+    def network_size(self, height: int, width: int) -> tuple[int, int] | None:
+        """The network input (height, width) for an image of this size; None: its own size."""
+        if self.input_size is not None or self.native:
+            return self.input_size
+        return auto_input_size(self.card.input_rule, height, width, self.focal_px)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -234,7 +274,7 @@ class Segmenter:
             if self._tables is not None:
                 rendered = self._render_device(group, keys, weight)
             else:
-                h, w = self.input_size or group[0].shape[:2]
+                h, w = self.network_size(*group[0].shape[:2]) or group[0].shape[:2]
                 step = max(1, CPU_BATCH_PIXELS // (h * w))
                 rendered = [out for start in range(0, len(group), step) for out in
                             self._render_host(group[start:start + step], keys, overlay_alpha)]
@@ -274,7 +314,8 @@ class Segmenter:
     def _render_packed(self, batch: torch.Tensor, keys: tuple[str, ...]) -> torch.Tensor:
         assert self._tables is not None
         return render_packed(self.model, batch, keys, self._tables, dtype=self.dtype,
-                             channels_last=self.channels_last, input_size=self.input_size)
+                             channels_last=self.channels_last,
+                             input_size=self.network_size(*batch.shape[1:3]))
 
     @torch.inference_mode()
     def predict(self, batch: torch.Tensor, *, confidence: bool = True
@@ -293,10 +334,25 @@ class Segmenter:
     def logits(self, batch: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """NHWC uint8 RGB batch -> (logits at the network's input size, original (H, W))."""
         size = (int(batch.shape[1]), int(batch.shape[2]))
+        net = self.network_size(*size)
+        if net is not None and self.device.type == "cpu" and batch.device.type == "cpu":
+            batch, net = resize_uint8(batch, net), None  # resize before normalising
         batch = batch.to(self.device, non_blocking=True)
         x = normalize(batch, self.card.mean, self.card.std, dtype=self.dtype,
                       channels_last=self.channels_last)
-        return self.model(resize_input(x, self.input_size)), size
+        return self.model(resize_input(x, net)), size
+
+
+class FlipAveraged(torch.nn.Module):
+    """Test-time augmentation: the mean of the logits of an image and of its mirror image."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``x`` averaged with the mirrored logits of mirrored ``x``."""
+        return 0.5 * (self.model(x) + self.model(x.flip(-1)).flip(-1))
 
 
 def _size_groups(images: Sequence[np.ndarray]) -> list[list[int]]:

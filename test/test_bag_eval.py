@@ -253,3 +253,72 @@ def test_camvid_val_bag_matches_ssnet_eval(tmp_path: Path, camvid_root: Path,
                   for m in reader.messages(["/camera/image_raw"])]
     assert labels == frames and len(frames) == n
     shutil.rmtree(tmp_path / "out")
+
+
+def test_a_png_bomb_among_good_frames_is_rejected_and_the_rest_segmented(
+        tmp_path: Path, segmenter: Segmenter) -> None:
+    from test_image_limits import png_bytes
+
+    t0 = 1_600_000_000 * 10**9
+    with BagWriter(tmp_path / "bomb", storage="mcap") as w:
+        w.add_topic("/cam/compressed", bm.COMPRESSED)
+        for i in range(5):
+            hdr = bm.header(t0 + i, "cam")
+            msg = bm.compressed(scene(i), hdr, "png")
+            if i == 2:  # 30000x30000 claimed in under 2 KB
+                msg = bm.typestore().types[bm.COMPRESSED](
+                    header=hdr, format="png", data=np.frombuffer(png_bytes(30000, 30000, 2),
+                                                                 np.uint8))
+            w.write("/cam/compressed", t0 + i, msg)
+    report = run(segmenter, [tmp_path / "bomb"], tmp_path / "out",
+                 EvalOptions(batch_size=2, progress=False), NET)
+    bag = report["bags"][0]
+    assert bag["frames"] == 5 and len(bag["rejected"]) == 1
+    assert "30000x30000" in bag["rejected"][0]
+    labels = read(tmp_path / "out" / "bomb", "/segmentation/labels")
+    assert len(labels) == 4 and (tmp_path / "out" / "report.json").is_file()
+
+
+def test_rejected_frames_do_not_pile_up_in_memory(tmp_path: Path, segmenter: Segmenter,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames in an unsupported encoding flush with the batch, not only good ones."""
+    from ssnet_ros import bag_eval
+
+    sizes = []
+    original = bag_eval._BagEvaluator._flush
+
+    def spy(self: object, batch: list) -> None:
+        sizes.append(len(batch))
+        original(self, batch)
+
+    monkeypatch.setattr(bag_eval._BagEvaluator, "_flush", spy)
+    with BagWriter(tmp_path / "bayer", storage="mcap") as w:
+        w.add_topic("/cam", bm.IMAGE)
+        for i in range(9):
+            msg = bm.image(scene(i), bm.header(i + 1, "cam"))
+            msg.encoding = "bayer_rggb8"
+            w.write("/cam", i + 1, msg)
+    report = run(segmenter, [tmp_path / "bayer"], tmp_path / "out",
+                 EvalOptions(batch_size=4, progress=False), NET)
+    assert len(report["bags"][0]["rejected"]) == 9
+    assert max(sizes) <= 4
+
+
+def test_a_bag_without_images_among_several_is_reported_not_fatal(
+        tmp_path: Path, camvid_val: Path, ssnet_checkpoint_varied: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    make_bag(camvid_val / "val", tmp_path / "good", limit=2, progress=False)
+    with BagWriter(tmp_path / "empty") as w:
+        w.add_topic("/chatter", "std_msgs/msg/String")
+    out = tmp_path / "out"
+    code = main([str(tmp_path / "good"), str(tmp_path / "empty"), "--out", str(out),
+                 "--weights", str(ssnet_checkpoint_varied), "--device", "cpu",
+                 "--input-height", "48", "--input-width", "64", "--no-progress"])
+    assert code == 1
+    report = json.loads((out / "report.json").read_text())
+    assert report["frames"] == 2 and report["failed_bags"][0]["bag"] == str(tmp_path / "empty")
+    assert "was not evaluated" in capsys.readouterr().err
+    # the report files are replaced with --overwrite (they are files, not bags)
+    assert main([str(tmp_path / "good"), "--out", str(out), "--overwrite", "--weights",
+                 str(ssnet_checkpoint_varied), "--device", "cpu", "--input-height", "48",
+                 "--input-width", "64", "--no-progress"]) == 0

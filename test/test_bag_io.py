@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import json
 import shutil
 import sys
@@ -183,6 +185,31 @@ def test_writer_is_atomic_and_never_overwrites_silently(tmp_path: Path) -> None:
     (precious / "notes.txt").write_text("keep")
     with pytest.raises(SSNetError, match="not a rosbag2 directory"):
         BagWriter(precious, overwrite=True)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep")
+    with pytest.raises(SSNetError, match="is a file, not a rosbag2 directory"):
+        BagWriter(notes, overwrite=True)
+    assert notes.read_text() == "keep"
+
+
+def test_partials_of_killed_writers_are_removed_on_the_next_run(tmp_path: Path) -> None:
+    import subprocess
+
+    dead = subprocess.run(["true"]).returncode == 0 and 2**22 + 12345  # no such process
+    stale = tmp_path / f".out.partial-{dead}-deadbeef"
+    (stale / "out").mkdir(parents=True)
+    alive = tmp_path / f".out.partial-{os.getppid()}-cafef00d"  # a live writer's: kept
+    alive.mkdir()
+    write_frames(tmp_path / "out", 1, "mcap")
+    assert not stale.exists() and alive.exists()
+
+
+def test_unwritable_output_is_one_sentence(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SSNetError, match="cannot write output .*file/out"):
+        with BagWriter(blocker / "out"):
+            pass
 
 
 def test_stamp_read_and_patched_in_cdr() -> None:

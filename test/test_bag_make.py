@@ -83,3 +83,34 @@ def test_labels_folder_without_matches_is_an_error(tmp_path: Path) -> None:
     assert main([str(images), "--labels", str(labels), "--out", str(tmp_path / "b"),
                  "--no-progress"]) == 2
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--rate", "nan"], "--rate nan must be a finite number > 0"),
+    (["--start", "-5"], "--start -5.0 must be a finite number of seconds >= 0"),
+    (["--limit", "-1"], "--limit -1 must be >= 1"),
+])
+def test_bad_numbers_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                  args: list, message: str) -> None:
+    assert main([str(tmp_path), "--out", str(tmp_path / "b"), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_overwrite_never_replaces_a_file_and_a_bomb_is_named(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture
+                                                            ) -> None:
+    from test_image_limits import png_bytes
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep")
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    assert main([str(images), "--out", str(notes), "--overwrite", "--no-progress"]) == 2
+    assert notes.read_text() == "keep" and "is a file" in capsys.readouterr().err
+    (images / "b.png").write_bytes(png_bytes(30000, 30000, 2))
+    assert main([str(images), "--out", str(tmp_path / "bag"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "b.png" in err and "30000x30000" in err and "Traceback" not in err
+    assert not (tmp_path / "bag").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -128,3 +129,26 @@ def test_no_node_is_one_clear_error(context: Any, camera_bag: Path) -> None:
     with pytest.raises(SSNetError, match=r"no ssnet node answered on /nobody/image"):
         replay(context, camera_bag, ReplayOptions(namespace="/nobody", start_timeout=2.0,
                                                   progress=False))
+
+
+def test_repeated_stamps_and_a_clock_jump(context: Any, node: subprocess.Popen,
+                                          tmp_path: Path) -> None:
+    """--keep-stamps with every stamp twice, and the bag clock jumping a day forward."""
+    from ssnet_ros.bag_io import BagWriter
+
+    t0 = 1_700_000_000 * 10**9
+    with BagWriter(tmp_path / "odd") as writer:
+        writer.add_topic("/camera/image_raw", bm.IMAGE)
+        for i in range(20):
+            rgb = np.full((48, 64, 3), 10 * i, np.uint8)
+            stamp = t0 + (i // 2) * 10**8  # each header stamp twice
+            when = t0 + i * 5 * 10**7 + (86_400 * 10**9 if i >= 10 else 0)
+            writer.write("/camera/image_raw", when, bm.image(rgb, bm.header(stamp, "cam")))
+    start = time.monotonic()
+    report = replay(context, tmp_path / "odd", ReplayOptions(rate=1.0, restamp=False,
+                                                             progress=False))
+    assert time.monotonic() - start < 30
+    assert report["frames_sent"] == 20 and report["frames_with_repeated_stamps"] == 10
+    assert [g["frame"] for g in report["bag_clock_gaps_skipped"]] == [10]
+    lost = report["frames_lost_before_node"]
+    assert lost is not None and 0 <= lost <= 20

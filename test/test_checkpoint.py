@@ -107,3 +107,61 @@ def test_weights_that_do_not_fit_the_card(tmp_path: Path) -> None:
     torch.save(payload, path)
     with pytest.raises(SSNetError, match="five.pt does not fit model 'ssnet' with 11 classes"):
         load_checkpoint(path)
+
+
+def test_non_finite_weights_are_refused_in_one_sentence(tmp_path: Path) -> None:
+    model = build_model("ssnet", num_classes=11)
+    with torch.no_grad():
+        model.classifier.weight[0, 0, 0, 0] = float("nan")
+    path = save_checkpoint(tmp_path / "nan.pt", model, card())
+    with pytest.raises(SSNetError, match=r"nan.pt holds non-finite values \(NaN or inf\) in 1 "
+                                         r"tensors, e.g. 'classifier.weight'"):
+        load_checkpoint(path)
+
+
+def test_non_finite_normalisation_is_a_contradiction(tmp_path: Path) -> None:
+    path = tmp_path / "c.pt"
+    torch.save({"format": FORMAT, "format_version": 1,
+                "card": {**card().to_dict(), "mean": [float("nan"), 1.0, 1.0]},
+                "state_dict": {}}, path)
+    with pytest.raises(SSNetError, match="normalization values must be finite"):
+        load_checkpoint(path)
+
+
+def test_non_tensor_state_entry_is_one_sentence(tmp_path: Path) -> None:
+    path = tmp_path / "odd.pt"
+    torch.save({"format": FORMAT, "format_version": 1, "card": card().to_dict(),
+                "state_dict": {"encoder.0.weight": "text"}}, path)
+    with pytest.raises(SSNetError, match="entry 'encoder.0.weight' that is not a tensor"):
+        load_checkpoint(path)
+
+
+def test_pickled_objects_are_refused_without_torch_advice(tmp_path: Path) -> None:
+    import argparse
+
+    path = tmp_path / "pickle.pt"
+    torch.save({"format": FORMAT, "format_version": 1, "card": card().to_dict(),
+                "state_dict": argparse.Namespace(a=1)}, path)
+    with pytest.raises(SSNetError) as info:
+        load_checkpoint(path)
+    text = str(info.value)
+    assert "pickle.pt holds Python objects" in text and "weights_only" not in text
+    assert len(text.splitlines()) == 1
+
+
+def test_unknown_model_kwargs_are_one_sentence(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "kw.pt", build_model("ssnet", num_classes=11), card())
+    payload = torch.load(path, weights_only=True)
+    payload["card"]["model_kwargs"] = {"depth": 99}
+    torch.save(payload, path)
+    with pytest.raises(SSNetError, match="kw.pt: model 'ssnet' cannot be built with the "
+                                         "card's model_kwargs"):
+        load_checkpoint(path)
+
+
+def test_absurd_sizes_are_refused(tmp_path: Path) -> None:
+    from ssnet_ros import Segmenter
+
+    assert card(train_size=[10**6, 10]).problems()
+    with pytest.raises(SSNetError, match="within 1..16384"):
+        Segmenter(None, device="cpu", input_size=(100000, 100000))

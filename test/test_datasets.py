@@ -87,3 +87,36 @@ def test_errors_name_the_problem(tmp_path: Path, camvid_fixture: Path) -> None:
     (camvid_fixture / "valannot" / "0001TP_000001.png").unlink()
     with pytest.raises(SSNetError, match="1 images have no label file"):
         open_dataset("camvid", camvid_fixture, "val")
+
+
+IDD_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "idd_lite"
+
+
+@pytest.mark.skipif(not IDD_ROOT.is_dir(), reason="needs ../shared/data/idd_lite")
+def test_idd_lite_real_holdout_is_whole_sequences() -> None:
+    train, hold = open_dataset("idd_lite", IDD_ROOT, "train"), open_dataset("idd_lite",
+                                                                            IDD_ROOT, "holdout")
+    assert (len(train), len(hold)) == (1174, 229)
+    seqs = {p.parent.name for p, _ in hold.pairs}
+    assert all(int(s) % 7 == 0 for s in seqs)
+    assert not seqs & {p.parent.name for p, _ in train.pairs}
+    image, labels = hold[0]
+    assert image.shape == (227, 320, 3) and labels.shape == (227, 320)
+    assert set(np.unique(labels)) <= {0, 1, 2, 3, 4, 5, 6, IGNORE_INDEX}
+    assert len(open_dataset("idd_lite", IDD_ROOT, "train+holdout")) == 1403
+
+
+def test_idd_lite_layout_and_bad_split(tmp_path: Path) -> None:
+    for seq in ("0", "3", "14"):
+        (tmp_path / "leftImg8bit" / "train" / seq).mkdir(parents=True)
+        (tmp_path / "gtFine" / "train" / seq).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "leftImg8bit" / "train" / seq / "a_image.jpg"),
+                    np.zeros((2, 3, 3), np.uint8))
+        cv2.imwrite(str(tmp_path / "gtFine" / "train" / seq / "a_label.png"),
+                    np.array([[0, 6, 255], [1, 2, 9]], np.uint8))
+    hold = open_dataset("idd_lite", tmp_path, "holdout")
+    assert [p.parent.name for p, _ in hold.pairs] == ["0", "14"]
+    _, labels = hold[0]
+    np.testing.assert_array_equal(labels, [[0, 6, IGNORE_INDEX], [1, 2, IGNORE_INDEX]])
+    with pytest.raises(SSNetError, match="split 'test' is not one of train, holdout, all"):
+        open_dataset("idd_lite", tmp_path, "test")

@@ -110,7 +110,7 @@ def test_files_the_launch_file_uses_exist_and_are_installed(
     assert "package.xml" in data_files["share/ssnet_ros"]
 
 
-def test_fast_dds_profile_has_a_16_mb_segment_and_loopback_udp() -> None:
+def test_fast_dds_profile_has_a_128_mb_segment_and_loopback_udp() -> None:
     import xml.etree.ElementTree as ET
 
     ns = {"f": "http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles"}
@@ -118,7 +118,7 @@ def test_fast_dds_profile_has_a_16_mb_segment_and_loopback_udp() -> None:
     transports = {t.findtext("f:transport_id", namespaces=ns): t
                   for t in root.iterfind("f:transport_descriptors/f:transport_descriptor", ns)}
     kinds = {t.findtext("f:type", namespaces=ns): t for t in transports.values()}
-    assert int(kinds["SHM"].findtext("f:segment_size", namespaces=ns)) == 16 * 1024 * 1024
+    assert int(kinds["SHM"].findtext("f:segment_size", namespaces=ns)) == 128 * 1024 * 1024
     assert kinds["UDPv4"].findtext("f:interfaceWhiteList/f:address", namespaces=ns) \
         == "127.0.0.1"
     (participant,) = root.iterfind("f:participant", ns)

@@ -20,8 +20,8 @@ from rclpy.parameter import Parameter, parameter_value_to_python  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from ssnet_ros.client import SegmentationClient, compress, image_msg, start_node, \
-    stop_node  # noqa: E402
+from ssnet_ros.client import SegmentationClient, compress, image_msg, stamp_key, \
+    start_node, stop_node  # noqa: E402
 from ssnet_ros.node import OUTPUTS  # noqa: E402
 from ssnet_ros.visualize import colorize, overlay  # noqa: E402
 
@@ -118,6 +118,47 @@ def client_factory(ros_context: Any, node: subprocess.Popen) -> Iterator[Any]:
     yield make
     for client in made:
         client.close()
+
+
+@pytest.mark.parametrize("height, width", [(2160, 3840), (3000, 4096)], ids=["4K", "12MP"])
+def test_large_raw_frames_cross_the_shipped_dds_profile(client_factory: Any, height: int,
+                                                        width: int) -> None:
+    """A camera stream of large frames: best-effort data beyond the shared-memory segment
+    would fall back to fragmented UDP, where frames are lost."""
+    client = client_factory(outputs=("drivable_mask",))
+    sent = []
+    for i in range(8):
+        msg = image_msg(np.full((height, width, 3), 60 + i, np.uint8), (40 + i) * 10**9)
+        client.send(msg)
+        sent.append(stamp_key(msg.header))
+        client.spin_until(lambda: False, 0.3)
+    client.spin_until(lambda: sent[-1] in client.received, 20.0)
+    answered = [k for k in sent if k in client.received]
+    assert len(answered) >= 3 and sent[-1] in answered, f"{len(answered)} of 8 answered"
+    out = client.received[sent[-1]]["drivable_mask"]
+    assert (out.height, out.width) == (height, width)
+
+
+def test_a_malformed_set_parameters_request_leaves_the_node_serving(
+        client_factory: Any) -> None:
+    """Any peer on the domain can send a ParameterValue whose type byte is not a type."""
+    from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterValue
+
+    client = client_factory(outputs=("labels",))
+    bad = SetParameters.Request(parameters=[ParameterMsg(
+        name="overlay_alpha", value=ParameterValue(type=200))])
+    cli = client.node.create_client(SetParameters, "/ssnet/set_parameters")
+    try:
+        assert cli.wait_for_service(timeout_sec=10.0)
+        cli.call_async(bad)
+        client.spin_until(lambda: False, 1.0)  # no answer is expected; the node must survive
+    finally:
+        client.node.destroy_client(cli)
+    assert get_params(client, ["overlay_alpha"])["overlay_alpha"] == 0.5
+    msg = image_msg(scene(60, 80, 5), 5 * 10**9)
+    client.send(msg)
+    assert client.wait_outputs(msg.header, ("labels",))
+    assert wait_diag(client, lambda d: int(d["callback_errors"]) >= 1)
 
 
 # The lazy-output test runs first: no other client has subscribed to colour/overlay/confidence.
@@ -348,9 +389,37 @@ def test_compressed_transport_follows_the_image_remap(
         msg = compress(scene(90, 120, 5), header(50, "after"), "jpeg")
         client.send(msg)
         assert client.wait_outputs(msg.header, proc=proc) is not None
+
+        # decompression bombs: refused from their headers, memory flat, next frame prompt
+        from test_image_limits import png_bytes
+
+        peak_before = peak_rss_mb(proc.pid)
+        for i, (w, h) in enumerate([(30000, 30000), (16384, 16384)]):
+            n = rejected + len(corrupt) + i + 1
+            for _ in range(5):  # best effort, depth 1: resend until counted
+                client.send(CompressedImage(header=header(60 + i, "bomb"), format="png",
+                                            data=png_bytes(w, h, 2)))
+                if wait_diag(client, lambda d, n=n: int(d["frames_rejected"]) >= n, 3.0):
+                    break
+            else:
+                pytest.fail(f"{w}x{h} bomb never counted as rejected")
+        msg = compress(scene(90, 120, 6), header(70, "after_bomb"), "png")
+        t0 = time.monotonic()
+        client.send(msg)
+        assert client.wait_outputs(msg.header, proc=proc) is not None
+        assert time.monotonic() - t0 < 5.0
+        assert peak_rss_mb(proc.pid) - peak_before < 100
     finally:
         client.close()
         assert stop_node(proc) == 0
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory (VmHWM) in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
 
 
 def run_failing(params: dict[str, Any]) -> tuple[int, str]:
@@ -388,12 +457,13 @@ def test_start_up_failure_is_one_clear_sentence_and_nonzero_exit(
     assert "Traceback" not in out
 
 
-@pytest.mark.parametrize("signum, busy", [(signal.SIGINT, False), (signal.SIGTERM, False),
-                                          (signal.SIGTERM, True)],
-                         ids=["SIGINT", "SIGTERM", "SIGTERM-during-inference"])
+@pytest.mark.parametrize("signum, busy, repeat", [
+    (signal.SIGINT, False, 1), (signal.SIGTERM, False, 1), (signal.SIGTERM, True, 1),
+    (signal.SIGINT, True, 3)],
+    ids=["SIGINT", "SIGTERM", "SIGTERM-during-inference", "triple-SIGINT-during-inference"])
 def test_signal_stops_the_node_cleanly_within_two_seconds(
-        ros_context: Any, ssnet_checkpoint: Path, signum: int, busy: bool) -> None:
-    ns = f"/sig{signum}{'busy' if busy else ''}"  # away from the module's node
+        ros_context: Any, ssnet_checkpoint: Path, signum: int, busy: bool, repeat: int) -> None:
+    ns = f"/sig{signum}{'busy' if busy else ''}{repeat}"  # away from the module's node
     # busy: a network input so large that one frame takes seconds on this CPU
     net = {"input_height": 480, "input_width": 640} if busy else NET
     proc = start_node({"weights": str(ssnet_checkpoint), **net}, {"__ns": ns})
@@ -404,7 +474,9 @@ def test_signal_stops_the_node_cleanly_within_two_seconds(
         if busy:
             client.spin_until(lambda: False, 0.5)  # the worker has taken it by now
         start = time.monotonic()
-        proc.send_signal(signum)
+        for _ in range(repeat):  # a double Ctrl-C, or a launch system forwarding the signal
+            proc.send_signal(signum)
+            time.sleep(0.05)
         code = proc.wait(timeout=10)
         elapsed = time.monotonic() - start
     finally:
@@ -416,3 +488,56 @@ def test_signal_stops_the_node_cleanly_within_two_seconds(
     assert "Traceback" not in out and "terminate called" not in out, out
     if busy:
         assert "still being segmented" in out, out
+
+
+def test_a_malformed_remap_is_one_line_not_a_traceback() -> None:
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "ssnet_ros.node", "--ros-args", "-r",
+                           "image:=/bad//topic"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "segmentation_node: cannot start: Failed to parse ROS arguments: Couldn't parse "
+        "remap rule: '-r image:=/bad//topic'"]
+
+
+def test_diagnostics_go_on_while_a_simulated_clock_stands_still(
+        ros_context: Any, ssnet_checkpoint: Path) -> None:
+    """use_sim_time with no /clock publisher: ROS time stays 0, diagnostics must not."""
+    proc = start_node({"weights": str(ssnet_checkpoint), **NET, "use_sim_time": True,
+                       "diagnostics_period": 0.2}, {"__ns": "/simtime"})
+    client = SegmentationClient(ros_context, outputs=("labels",), namespace="/simtime",
+                                name="simclient")
+    try:
+        assert client.spin_until(lambda: client.diagnostics_count >= 3, START_TIMEOUT, proc)
+    finally:
+        client.close()
+        assert stop_node(proc) == 0
+
+
+def test_every_parameter_holds_a_value_and_typos_are_named(
+        ros_context: Any, ssnet_checkpoint_varied: Path) -> None:
+    """GetParameters for every listed name answers one value each (what ros2 param dump
+    does); drivable_classes holds the checkpoint's names when not given."""
+    from rcl_interfaces.srv import ListParameters
+
+    proc = start_node({"weights": str(ssnet_checkpoint_varied), **NET, "overlay_alpah": 0.3},
+                      {"__ns": "/params"})
+    client = SegmentationClient(ros_context, outputs=("labels",), namespace="/params",
+                                name="pclient")
+    try:
+        check_started(proc, client)
+        names = call(client, ListParameters, "/params/ssnet/list_parameters",
+                     ListParameters.Request()).result.names
+        reply = call(client, GetParameters, "/params/ssnet/get_parameters",
+                     GetParameters.Request(names=list(names)))
+        assert len(reply.values) == len(names) and "drivable_classes" in names
+        values = {n: parameter_value_to_python(v) for n, v in zip(names, reply.values)}
+        assert values["drivable_classes"] == ["Road"]
+        assert all(v is not None for v in values.values()), values
+    finally:
+        client.close()
+        assert stop_node(proc) == 0
+    log = proc.stdout.read()
+    assert "ignoring parameters this node does not have: overlay_alpah (did you mean " \
+           "overlay_alpha?)" in log, log

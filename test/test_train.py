@@ -13,9 +13,11 @@ from ssnet_ros import Segmenter, read_card
 from ssnet_ros.checkpoint import build_from_card
 from ssnet_ros.datasets import open_dataset
 from ssnet_ros.evaluate import evaluate
-from ssnet_ros.train import class_weights, lr_factor, main
+from ssnet_ros.train import class_weights, lr_factor, main, selection_score
 
 from conftest import CAMVID_ROOT, write_camvid_fixture
+
+IDD_ROOT = CAMVID_ROOT.parent / "idd_lite"
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,9 @@ def test_short_run_overfits_a_few_real_images(data_root: Path, tmp_path: Path) -
     assert losses[-1] < 0.6 * losses[0], losses
     assert (out / "curves.png").stat().st_size > 1000
     card = read_card(out / "best.pt")
-    assert card.metrics["miou"] is not None and card.class_names[3] == "Road"
+    assert card.metrics["validation"]["camvid/train"]["miou"] is not None
+    assert card.class_names[3] == "Road" and card.input_rule["reference_pixels"] == 172800
+    assert card.training["datasets"][0]["name"] == "camvid"
     assert card.mean == (123.68, 116.779, 103.939) and card.train_size == (360, 480)
 
     # training-set mIoU at the training scale, through the same inference path as the node
@@ -56,6 +60,58 @@ def test_short_run_overfits_a_few_real_images(data_root: Path, tmp_path: Path) -
     assert summary["pixel_accuracy"] > 0.75, summary
     assert summary["miou"] > 0.3, summary
     assert summary["drivable"]["iou"] > 0.5, summary  # an untrained model scores about 0.05
+
+
+@pytest.mark.skipif(not (IDD_ROOT / "leftImg8bit").is_dir(), reason="needs ../shared/data")
+def test_two_datasets_train_through_the_set_valued_loss(tmp_path: Path) -> None:
+    out = tmp_path / "mixed"
+    args = ["--dataset", "camvid", "idd_lite", "--root", str(CAMVID_ROOT), str(IDD_ROOT),
+            "--out", str(out), "--limit", "3", "--batch-size", "2", "--crop", "64", "96",
+            "80", "80", "--steps-per-epoch", "2", "--epochs", "1", "--warmup-steps", "1",
+            "--val-split", "val", "holdout", "--val-limit", "2", "--mix", "1", "1",
+            "--loss-weight", "1", "0.5", "--vgg-weights", "none", "--no-progress"]
+    assert main(args) == 0
+    card = read_card(out / "best.pt")
+    assert [d["name"] for d in card.training["datasets"]] == ["camvid", "idd_lite"]
+    assert card.training["datasets"][1]["loss_weight"] == 0.5
+    idd = card.metrics["validation"]["idd_lite/holdout"]
+    assert idd["label_space"] == "drivable" and idd["miou"] is None
+    assert idd["drivable"]["recall"] is not None and 0 <= idd["drivable"]["recall"] <= 1
+    assert (out / "best_val" / "idd_lite_holdout" / "metrics.json").is_file()
+    assert read_card(out / "final.pt").metrics["epoch"] == 1
+    history = json.loads((out / "history.json").read_text())
+    assert "val_idd_lite_drivable_iou" in history[0] and "select_score" in history[0]
+
+    # ssnet-ship: the final fit's weights with the selection run's figures as the claim
+    from ssnet_ros.ship import main as ship_main
+
+    shipped = tmp_path / "shipped.pt"
+    assert ship_main([str(out / "final.pt"), "--selection", str(out / "best.pt"),
+                      "--final-eval", str(out / "best.pt"), "--out", str(shipped)]) == 0
+    card = read_card(shipped)
+    assert card.metrics["validation"]["idd_lite/holdout"] == idd
+    assert card.metrics["final_fit"]["validation"]["idd_lite/holdout"] == idd
+    assert card.training["selection_run"]["datasets"][1]["name"] == "idd_lite"
+    assert ship_main([str(out / "final.pt"), "--selection", str(out / "best.pt"),
+                      "--out", str(shipped)]) == 2  # exists, no --overwrite
+
+
+def test_mismatched_per_dataset_options_are_one_error(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    assert main(["--dataset", "camvid", "idd_lite", "--root", "a", "b", "c",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "--root takes one value or one per dataset (2), got 3" in capsys.readouterr().err
+
+
+def test_selection_score_punishes_false_road() -> None:
+    def camvid(miou: float, pavement: float, iou: float, precision: float) -> dict:
+        return {"label_space": "classes", "miou": miou, "per_class_iou": {"Pavement": pavement},
+                "drivable": {"iou": iou, "precision": precision}}
+
+    honest = {"camvid/val": camvid(0.6, 0.7, 0.9, 0.97)}
+    greedy = {"camvid/val": camvid(0.6, 0.4, 0.9, 0.80)}
+    assert selection_score(honest) > selection_score(greedy)
+    assert selection_score(honest) == pytest.approx((0.6 + 0.7 + 0.9 + 0.97) / 4)
 
 
 def test_median_frequency_balancing_by_hand() -> None:

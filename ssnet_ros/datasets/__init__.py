@@ -6,7 +6,8 @@ Every reader yields ``(rgb, labels)``: an HxWx3 uint8 RGB image and HxW uint8 cl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -16,17 +17,48 @@ from ..errors import SSNetError
 from ..fileio import read_rgb
 from .classes import (CAMVID_CLASSES, CAMVID_DRIVABLE, CAMVID_PALETTE, CITYSCAPES_CLASSES,
                       CITYSCAPES_DRIVABLE, CITYSCAPES_ID_TO_TRAIN_ID, CITYSCAPES_PALETTE,
+                      IDD_LITE_CLASSES, IDD_LITE_DRIVABLE, IDD_LITE_PALETTE, IDD_LITE_TO_CAMVID,
                       IGNORE_INDEX, KITTI_ROAD_CLASSES, KITTI_ROAD_DRIVABLE, KITTI_ROAD_PALETTE)
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """The label space of a dataset."""
+    """The label space of a dataset.
+
+    ``world_scale`` is how large the world appears in its native frames relative to CamVid's
+    480x360 frames (the focal length in pixels over CamVid's): training samples scale
+    augmentation in CamVid units and divides by it, so every dataset is seen at the same range
+    of object sizes. ``label_sets`` maps each class to the CamVid classes it stands for, for
+    datasets trained through a set-valued (partial-label) loss; empty for CamVid itself.
+    """
 
     name: str
     class_names: tuple[str, ...]
     palette: tuple[tuple[int, int, int], ...]
     drivable_classes: tuple[str, ...]
+    world_scale: float = 1.0
+    label_sets: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def target_sets(self, model_classes: Sequence[str]) -> np.ndarray:
+        """(classes x model classes) bool: the model classes each label of this dataset allows.
+
+        Identity when the label spaces are equal; raises SSNetError when this dataset has no
+        mapping onto ``model_classes``."""
+        model_classes = tuple(model_classes)
+        table = np.zeros((len(self.class_names), len(model_classes)), bool)
+        if self.class_names == model_classes:
+            table[np.arange(len(model_classes)), np.arange(len(model_classes))] = True
+            return table
+        if not self.label_sets:
+            raise SSNetError(f"{self.name} labels ({', '.join(self.class_names)}) have no "
+                             f"mapping onto the classes {', '.join(model_classes)}")
+        for i, name in enumerate(self.class_names):
+            for target in self.label_sets[name]:
+                if target not in model_classes:
+                    raise SSNetError(f"{self.name} class {name!r} maps to {target!r}, which is "
+                                     f"not one of {', '.join(model_classes)}")
+                table[i, model_classes.index(target)] = True
+        return table
 
 
 def _id_lut(mapping: dict[int, int]) -> np.ndarray:
@@ -104,6 +136,15 @@ class SegmentationDataset:
             raise SSNetError(f"{self.info.name}: {len(missing)} images have no label file, "
                              f"e.g. {label_of[missing[0]]}")
         return [(p, label_of[p]) for p in images]
+
+
+def _holdout_sequences(sequences: list[Path], split: str, root: Path) -> list[Path]:
+    """IDD-Lite's fixed hold-out: whole sequences whose folder number is a multiple of 7."""
+    if split not in ("train", "holdout", "all"):
+        raise SSNetError(f"split {split!r} is not one of train, holdout, all for {root}")
+    if split == "all":
+        return sequences
+    return [s for s in sequences if (int(s.name) % 7 == 0) == (split == "holdout")]
 
 
 class CamVid(SegmentationDataset):
@@ -188,16 +229,55 @@ class Cityscapes(SegmentationDataset):
         return self._lut[self._read_gray(path)]
 
 
+class IDDLite(SegmentationDataset):
+    """IDD-Lite: ``leftImg8bit/train/<seq>/<id>_image.jpg`` with ``gtFine/.../<id>_label.png``.
+
+    Labels are IDD's 7 level-1 classes (255 ignored). The published val split is held back, so
+    the splits divide the train folder by whole sequences: ``holdout`` is every sequence whose
+    number is a multiple of 7 (229 of 1,403 frames), ``train`` the rest, ``all`` both. A folder
+    ``leftImg8bit/val`` (the published val split) is read as split ``val``.
+    """
+
+    info = DatasetInfo("idd_lite", IDD_LITE_CLASSES, IDD_LITE_PALETTE, IDD_LITE_DRIVABLE,
+                       world_scale=320 / 480, label_sets=IDD_LITE_TO_CAMVID)
+    _lut = _id_lut({i: i for i in range(len(IDD_LITE_CLASSES))})
+
+    def find_pairs(self) -> list[tuple[Path, Path]]:
+        folder = "val" if self.split == "val" else "train"
+        left = self._require_dir(self.root / "leftImg8bit" / folder)
+        gt = self._require_dir(self.root / "gtFine" / folder)
+        sequences = sorted((p for p in left.iterdir() if p.is_dir()),
+                           key=lambda p: (not p.name.isdigit(), p.name.zfill(8)))
+        if self.split != "val":
+            if any(not p.name.isdigit() for p in sequences):
+                raise SSNetError(f"idd_lite: sequence folders under {left} must be numbers")
+            sequences = _holdout_sequences(sequences, self.split, self.root)
+        images = [p for seq in sequences for p in sorted(seq.glob("*_image.jpg"))]
+        return self._paired(images, {
+            p: gt / p.parent.name / p.name.replace("_image.jpg", "_label.png") for p in images})
+
+    def decode_labels(self, path: Path) -> np.ndarray:
+        return self._lut[self._read_gray(path)]
+
+
 DATASETS: dict[str, type[SegmentationDataset]] = {
-    cls.info.name: cls for cls in (CamVid, KittiSemantics, KittiRoad, Cityscapes)}
+    cls.info.name: cls for cls in (CamVid, KittiSemantics, KittiRoad, Cityscapes, IDDLite)}
 
 
 def open_dataset(name: str, root: str | Path, split: str) -> SegmentationDataset:
-    """Open dataset ``name`` (camvid, kitti_semantics, kitti_road, cityscapes) at ``root``."""
+    """Open dataset ``name`` (camvid, kitti_semantics, kitti_road, cityscapes, idd_lite).
+
+    ``split`` may join several splits with ``+`` (e.g. ``train+val``)."""
     if name not in DATASETS:
         raise SSNetError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name](root, split)
+    parts = split.split("+")
+    first = DATASETS[name](root, parts[0])
+    for part in parts[1:]:
+        first.pairs += DATASETS[name](root, part).pairs
+    first.split = split
+    return first
 
 
-__all__ = ["DATASETS", "IGNORE_INDEX", "CamVid", "Cityscapes", "DatasetInfo", "KittiRoad",
+__all__ = ["DATASETS", "IGNORE_INDEX", "CamVid", "Cityscapes", "DatasetInfo", "IDDLite",
+           "KittiRoad",
            "KittiSemantics", "SegmentationDataset", "open_dataset"]
