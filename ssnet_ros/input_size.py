@@ -11,6 +11,9 @@ world two to five times larger in pixels. The rule, with its constants in the mo
   resized to the pixel count of the training frames, keeping its aspect ratio;
 
 clamped to ``[min_scale, max_scale]``, each side rounded to a multiple of ``multiple``.
+``max_scale`` 1.0 never enlarges a frame: on the IDD-Lite hold-out (320x227 frames) the
+multi-domain SSNet scored a drivable IoU of 85.2 at the native size against 83.9 enlarged
+1.55x to CamVid's pixel count (first 80 frames).
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ RULE_KEYS = ("reference_pixels", "reference_focal_px", "min_scale", "max_scale",
 
 #: The rule of the shipped multi-domain model. CamVid's 480x360 frames are the reference
 #: (172,800 pixels); its camera's focal length at 480x360 is estimated as 420 px, which
-#: makes KITTI's 721.5 px camera run at 0.58x (measured best near 0.6x).
+#: makes KITTI's 721.5 px camera run at 0.58x (measured best near 0.6x). Frames smaller than
+#: CamVid's run at their own size.
 DEFAULT_RULE: dict[str, float] = {"reference_pixels": 480.0 * 360.0,
                                   "reference_focal_px": 420.0, "min_scale": 0.1,
-                                  "max_scale": 2.0, "multiple": 8.0}
+                                  "max_scale": 1.0, "multiple": 8.0}
 
 
 def rule_problems(rule: Mapping[str, float]) -> list[str]:
@@ -64,6 +68,8 @@ def auto_input_size(rule: Mapping[str, float], height: int, width: int,
     if not rule:
         return None
     scale = auto_scale(rule, height, width, focal_px)
+    if abs(scale - 1.0) < 1e-6:
+        return None
     m = int(rule["multiple"])
     size = (max(m, round(height * scale / m) * m), max(m, round(width * scale / m) * m))
     return None if size == (height, width) else size

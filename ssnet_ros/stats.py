@@ -97,3 +97,38 @@ class Counter:
     def value(self) -> int:
         """The current count."""
         return self._value
+
+
+class GapCounter:
+    """Estimates frames lost before they reached us from gaps in a stream's header stamps.
+
+    A camera stamps frames at a steady period; the median of the recent stamp intervals is
+    that period, and an interval of ``k`` periods (``k`` >= 2, rounded) means ``k - 1``
+    frames never arrived (lost in transport, or dropped by the middleware's one-message
+    queue). Stamps that go backwards or repeat are ignored; a gap longer than ``max_gap``
+    seconds (the camera paused, a bag restarted) is not counted as loss.
+    """
+
+    def __init__(self, history: int = 50, max_gap: float = 2.0) -> None:
+        self.lost = 0
+        self.max_gap = max_gap
+        self._intervals: deque[float] = deque(maxlen=history)
+        self._last: float | None = None
+        self._lock = threading.Lock()
+
+    def add(self, stamp: float) -> None:
+        """Record the header stamp (seconds) of a received frame."""
+        with self._lock:
+            last, self._last = self._last, stamp if self._last is None else max(stamp,
+                                                                             self._last)
+            if last is None or stamp <= last:
+                return
+            gap = stamp - last
+            if len(self._intervals) >= 5 and gap <= self.max_gap:
+                period = percentile(self._intervals, 50)
+                if period > 0:
+                    missing = round(gap / period) - 1
+                    if missing >= 1:
+                        self.lost += missing
+                        return  # a gap is not a sample of the period
+            self._intervals.append(gap)

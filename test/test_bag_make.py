@@ -114,3 +114,28 @@ def test_overwrite_never_replaces_a_file_and_a_bomb_is_named(tmp_path: Path,
     err = capsys.readouterr().err
     assert "b.png" in err and "30000x30000" in err and "Traceback" not in err
     assert not (tmp_path / "bag").exists()
+
+
+def test_ctrl_c_is_one_line_and_leaves_no_partial(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    images = tmp_path / "images"
+    images.mkdir()
+    frame = np.random.default_rng(0).integers(0, 255, (360, 480, 3), dtype=np.uint8)
+    for i in range(400):
+        cv2.imwrite(str(images / f"{i:04d}.png"), frame)
+    proc = subprocess.Popen([sys.executable, "-m", "ssnet_ros.bag_make", str(images), "--out",
+                             str(tmp_path / "bag"), "--format", "png", "--no-progress"],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".bag.partial-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # interrupt it while it writes the bag
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["ssnet-make-bag: interrupted; no bag written"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]

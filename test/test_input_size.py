@@ -19,7 +19,7 @@ def test_car_cameras_are_scaled_to_camvid_pixel_count() -> None:
     assert (h, w) == (232, 760)  # KITTI: 0.61x; multiples of 8
     h, w = auto_input_size(DEFAULT_RULE, 1024, 2048)
     assert h * w == pytest.approx(480 * 360, rel=0.05) and abs(w - 2 * h) <= 8
-    assert auto_input_size(DEFAULT_RULE, 227, 320)[0] > 227  # IDD-Lite frames grow
+    assert auto_input_size(DEFAULT_RULE, 227, 320) is None  # smaller frames: never enlarged
 
 
 def test_focal_length_sets_the_scale_when_known() -> None:
@@ -27,7 +27,8 @@ def test_focal_length_sets_the_scale_when_known() -> None:
     assert auto_scale(DEFAULT_RULE, 375, 1242, focal_px=float("nan")) == pytest.approx(
         auto_scale(DEFAULT_RULE, 375, 1242))
     assert auto_scale(DEFAULT_RULE, 10, 10, focal_px=1e6) == DEFAULT_RULE["min_scale"]
-    assert auto_scale(DEFAULT_RULE, 10, 10) == DEFAULT_RULE["max_scale"]
+    assert auto_scale(DEFAULT_RULE, 10, 10) == DEFAULT_RULE["max_scale"] == 1.0
+    assert auto_input_size(DEFAULT_RULE, 10, 10) is None
 
 
 def test_empty_rule_means_native_and_bad_rules_are_named() -> None:

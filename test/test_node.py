@@ -271,7 +271,8 @@ def test_diagnostics_report_rates_counts_and_latencies(
                 "frames_skipped", "frames_rejected", "frames_failed", "conversion_p50_ms",
                 "conversion_p99_ms", "inference_p50_ms", "inference_p99_ms",
                 "publishing_p50_ms", "publishing_p99_ms", "total_p50_ms", "total_p99_ms",
-                "device", "precision", "weights", "network_input", "input_topic"):
+                "device", "precision", "weights", "network_input", "input_topic",
+                "frames_lost_before_node", "frames_rejected_recent", "callback_errors"):
         assert key in before, key
     assert before["network_input"] == "64x96" and before["device"] == "cpu"
     assert before["input_topic"] == "/image"
@@ -338,6 +339,8 @@ def test_malformed_images_are_rejected_counted_and_valid_ones_still_answered(
     assert 990 <= d["frames_rejected"] <= 1000
     assert d["frames_skipped"] == 0
     assert diag_int(client, "frames_failed") == 0
+    # the level reflects the recent window, not the lifetime: OK again once rejections stop
+    assert wait_diag(client, lambda d: d["level"] == "0" and d["frames_rejected_recent"] == "0")
 
 
 def test_overlay_alpha_changes_at_run_time_and_read_only_parameters_do_not(

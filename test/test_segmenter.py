@@ -131,7 +131,12 @@ def test_shipped_weights_by_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 @pytest.mark.skipif(segmenter_mod.default_weights() is None, reason="no shipped weights")
 def test_shipped_default_loads() -> None:
     s = Segmenter(device="cpu")
-    assert s.card.metrics.get("miou") is not None
+    validation = s.card.metrics["validation"]
+    assert validation["camvid/val"]["miou"] > 0.55
+    assert validation["idd_lite/holdout"]["drivable"]["iou"] > 0.8
+    assert s.card.metrics["final_fit"]["validation"]["idd_lite/holdout"]["images"] == 229
+    assert [d["name"] for d in s.card.training["datasets"]] == ["camvid", "idd_lite"]
+    assert s.card.input_rule["max_scale"] == 1.0
 
 
 def test_labels_do_not_depend_on_confidence_request(seg: Segmenter) -> None:

@@ -87,3 +87,17 @@ def test_mailbox_wakes_a_waiting_taker_and_close_releases_it() -> None:
     assert not taker.is_alive()
     assert got == ["frame", None]
     assert box.closed and box.take() is None
+
+
+def test_gap_counter_estimates_frames_missing_from_the_stamps() -> None:
+    from ssnet_ros.stats import GapCounter
+
+    gaps = GapCounter()
+    stamps = [100 + 0.1 * i for i in range(40)]
+    for i, stamp in enumerate(stamps):
+        if i not in (20, 30, 31, 32):  # four frames never arrive
+            gaps.add(stamp + 0.002 * (i % 3))  # a little jitter
+    assert gaps.lost == 4
+    gaps.add(stamps[-1] - 1.0)  # backwards: ignored
+    gaps.add(stamps[-1] + 60.0)  # a pause, not loss
+    assert gaps.lost == 4

@@ -94,6 +94,17 @@ def test_two_datasets_train_through_the_set_valued_loss(tmp_path: Path) -> None:
     assert card.training["selection_run"]["datasets"][1]["name"] == "idd_lite"
     assert ship_main([str(out / "final.pt"), "--selection", str(out / "best.pt"),
                       "--out", str(shipped)]) == 2  # exists, no --overwrite
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"dataset": "idd_lite", "split": "holdout", "images": 9,
+                                   "label_space": "drivable", "miou": None,
+                                   "drivable": {"iou": 0.5}, "input_size": "automatic"}))
+    assert ship_main([str(out / "final.pt"), "--selection", str(out / "best.pt"),
+                      "--eval", str(metrics), "--selection-eval", str(metrics),
+                      "--out", str(shipped), "--overwrite"]) == 0
+    card = read_card(shipped)
+    assert card.metrics["final_fit"]["validation"]["idd_lite/holdout"]["images"] == 9
+    assert card.metrics["validation"]["idd_lite/holdout"]["drivable"]["iou"] == 0.5
+    assert card.metrics["validation"]["camvid/val"]["miou"] is not None
 
 
 def test_mismatched_per_dataset_options_are_one_error(tmp_path: Path,
