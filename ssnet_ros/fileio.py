@@ -72,13 +72,13 @@ def read_rgb(path: str | Path) -> Any:
     import cv2
 
     from .errors import SSNetError
-    from .image_limits import check_size, decode_image
+    from .image_limits import check_size, decode_image, is_png_or_jpeg
 
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise OSError(f"cannot read image {path}: {exc.strerror or exc}") from None
-    if data[:8] == b"\x89PNG\r\n\x1a\n" or data[:2] == b"\xff\xd8":
+    if is_png_or_jpeg(data):
         try:
             return decode_image(data, f"image {path}")
         except SSNetError as exc:

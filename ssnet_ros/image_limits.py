@@ -62,6 +62,11 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
     raise SSNetError("JPEG data has no frame header (truncated or not an image)")
 
 
+def is_png_or_jpeg(data: bytes | bytearray | memoryview) -> bool:
+    """True when ``data`` starts like a PNG or a JPEG file."""
+    return bytes(data[:8]) == _PNG or bytes(data[:2]) == b"\xff\xd8"
+
+
 def compressed_size(data: bytes | bytearray | memoryview) -> tuple[int, int]:
     """(height, width) stated in a PNG or JPEG header, without decoding; SSNetError else."""
     head = bytes(data[:65536]) if len(data) > 65536 else bytes(data)

@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip", action="store_true", help="average with the mirrored image")
     p.add_argument("--device", default="auto")
     p.add_argument("--columns", type=int, default=3)
-    p.add_argument("--tile-width", type=int, default=620)
+    p.add_argument("--tile-width", type=int, default=400,
+                   help="width of each frame in the sheet, pixels")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--no-progress", action="store_true")
     return p
