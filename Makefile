@@ -21,10 +21,12 @@ $(VENV)/.installed: requirements.txt setup.py
 	touch $@
 
 demo: venv
-	$(PY) -m ssnet_ros.demo --images "$(IMAGES)" --weights "$(WEIGHTS)" --out "$(OUT)"
+	$(VENV)/bin/ssnet-demo --images "$(IMAGES)" --weights "$(or $(WEIGHTS),ssnet_camvid)" --out "$(OUT)" --overwrite
 
 test: venv
 	$(PY) -m pytest
 
+# clean keeps training runs (runs/): they cost hours; remove them by hand
 clean:
-	rm -rf $(VENV) build *.egg-info demo_out
+	rm -rf $(VENV) build install log *.egg-info demo_out results bags replay node_benchmark.json \
+		bench_*.json ssnet_*.onnx

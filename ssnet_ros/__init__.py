@@ -6,10 +6,10 @@ the node, message conversions, the test/demo client and the live-replay tool are
 that touch ROS.
 """
 
-from .checkpoint import ModelCard, load_checkpoint, read_card, save_checkpoint
+from .core.checkpoint import ModelCard, load_checkpoint, read_card, save_checkpoint
 from .errors import SSNetError
 from .models import build_model, list_models
-from .segmenter import SegmentationResult, Segmenter, default_weights
+from .core.segmenter import SegmentationResult, Segmenter, default_weights
 
 __all__ = [
     "ModelCard", "SSNetError", "SegmentationResult", "Segmenter", "build_model",

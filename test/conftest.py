@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-# ---- ROS node / demo fixtures (ssnet_ros.node, conversions, demo) -------------------------
+# ---- ROS node / demo fixtures (ssnet_ros.ros.node, conversions, demo) -------------------------
 # A randomly initialised SSNet saved as a checkpoint: test data only, never a usable model.
 
 CAMVID_MEAN = (123.68, 116.779, 103.939)
@@ -20,7 +20,7 @@ def save_random_checkpoint(path: Path, *, zero_classifier_bias: bool = False,
                        model_name: str = "ssnet") -> Path:
     import torch
 
-    from ssnet_ros.checkpoint import ModelCard, save_checkpoint
+    from ssnet_ros.core.checkpoint import ModelCard, save_checkpoint
     from ssnet_ros.datasets.classes import CAMVID_CLASSES, CAMVID_DRIVABLE, CAMVID_PALETTE
     from ssnet_ros.models import build_model
 
@@ -63,7 +63,7 @@ def ros_domain(domain: int) -> Iterator[Any]:
     """
     import rclpy
 
-    from ssnet_ros.client import use_large_image_profile
+    from ssnet_ros.ros.client import use_large_image_profile
 
     saved = {key: os.environ.get(key) for key in _ROS_ENV}
     os.environ.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 
 from ssnet_ros import Segmenter
-from ssnet_ros import bag_messages as bm
-from ssnet_ros.bag_eval import EvalOptions, main, run
-from ssnet_ros.bag_io import BagReader, BagWriter
-from ssnet_ros.bag_make import make_bag
+from ssnet_ros.bags import messages as bm
+from ssnet_ros.bags.evaluate import EvalOptions, main, run
+from ssnet_ros.bags.bagfile import BagReader, BagWriter
+from ssnet_ros.bags.make import make_bag
 from ssnet_ros.datasets import open_dataset
 from ssnet_ros.errors import SSNetError
-from ssnet_ros.evaluate import evaluate
-from ssnet_ros.metrics import confusion_matrix, summarize
-from ssnet_ros.visualize import colorize, confidence_to_mono8, overlay
+from ssnet_ros.training.evaluate import evaluate, image_scores
+from ssnet_ros.training.metrics import confusion_matrix, summarize
+from ssnet_ros.core.visualize import colorize, confidence_to_mono8, overlay
 
 from conftest import write_camvid_fixture  # noqa: I100 - test helper
 
@@ -113,6 +113,15 @@ def test_round_trip_matches_inference_core(tmp_path: Path, camvid_val: Path,
     assert "| mIoU |" in md and "p99 ms" in md and "frames without ground truth | 0" in md
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert saved["inference_ms_per_frame"]["p50"] > 0 and saved["bags"][0]["damage"] is None
+    # pictures as ssnet-eval draws them: the 3 worst frames by drivable IoU, then a spread
+    pictures = sorted(p.name for p in (tmp_path / "out" / "drive_panels").iterdir())
+    assert [p[:9] for p in pictures[:3]] == ["00_worst_", "01_worst_", "02_worst_"]
+    assert 4 <= len(pictures) <= 6 and all("_frame_" in p for p in pictures[3:])
+    ious = [image_scores(core[i].labels, cv2.imread(str(sorted(
+        (camvid_val / "valannot").iterdir())[i]), 0), segmenter.drivable_ids)[1]
+        for i in range(6)]
+    assert pictures[0].removeprefix("00_worst_").removesuffix(".png") in \
+        sorted((camvid_val / "val").iterdir())[int(np.argmin(ious))].name
 
 
 def scene(i: int, h: int = 48, w: int = 64) -> np.ndarray:
@@ -211,6 +220,7 @@ def test_several_bags_one_report(tmp_path: Path, camvid_val: Path,
     assert [b["output"] for b in report["bags"]] == [str(tmp_path / "out" / n) for n in "ab"]
     assert [b["topic"] for b in report["bags"]] == ["/camera/image_raw"] * 2
     assert "No ground truth" in (tmp_path / "out" / "report.md").read_text()
+    assert len(list((tmp_path / "out" / "a_panels").glob("*_frame_*.png"))) == 2  # a spread
     (tmp_path / "c").mkdir()
     shutil.copytree(tmp_path / "a", tmp_path / "c" / "a")
     with pytest.raises(SSNetError, match="same name"):
@@ -282,7 +292,7 @@ def test_a_png_bomb_among_good_frames_is_rejected_and_the_rest_segmented(
 def test_rejected_frames_do_not_pile_up_in_memory(tmp_path: Path, segmenter: Segmenter,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Frames in an unsupported encoding flush with the batch, not only good ones."""
-    from ssnet_ros import bag_eval
+    from ssnet_ros.bags import evaluate as bag_eval
 
     sizes = []
     original = bag_eval._BagEvaluator._flush

@@ -14,8 +14,8 @@ import pytest
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from ruamel.yaml import YAML
 
-from ssnet_ros import bag_messages as bm
-from ssnet_ros.bag_io import (SENSOR_QOS, BagReader, BagWriter, image_topic, natural_key,
+from ssnet_ros.bags import messages as bm
+from ssnet_ros.bags.bagfile import (SENSOR_QOS, BagReader, BagWriter, image_topic, natural_key,
                               qos)
 from ssnet_ros.errors import SSNetError
 

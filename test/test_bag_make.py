@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from ssnet_ros import bag_messages as bm
-from ssnet_ros.bag_io import BagReader
-from ssnet_ros.bag_make import main, make_bag
-from ssnet_ros.bag_truth import FRAME_NAMES_KEY, LABEL_FORMAT_KEY, frame_names
+from ssnet_ros.bags import messages as bm
+from ssnet_ros.bags.bagfile import BagReader
+from ssnet_ros.bags.make import main, make_bag
+from ssnet_ros.bags.truth import FRAME_NAMES_KEY, LABEL_FORMAT_KEY, frame_names
 
 NAMES = ["0001TP_006720", "0001TP_006690", "0006R0_f00930", "0001TP_0010000"]
 ORDER = ["0001TP_006690", "0001TP_006720", "0001TP_0010000", "0006R0_f00930"]
@@ -86,9 +86,9 @@ def test_labels_folder_without_matches_is_an_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--rate", "nan"], "--rate nan must be a finite number > 0"),
+    (["--fps", "nan"], "--fps nan must be a finite number > 0"),
     (["--start", "-5"], "--start -5.0 must be a finite number of seconds >= 0"),
-    (["--limit", "-1"], "--limit -1 must be >= 1"),
+    (["--limit", "-1"], "--limit -1 must be >= 0 (0: all images)"),
 ])
 def test_bad_numbers_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture,
                                   args: list, message: str) -> None:
@@ -127,7 +127,7 @@ def test_ctrl_c_is_one_line_and_leaves_no_partial(tmp_path: Path) -> None:
     frame = np.random.default_rng(0).integers(0, 255, (360, 480, 3), dtype=np.uint8)
     for i in range(400):
         cv2.imwrite(str(images / f"{i:04d}.png"), frame)
-    proc = subprocess.Popen([sys.executable, "-m", "ssnet_ros.bag_make", str(images), "--out",
+    proc = subprocess.Popen([sys.executable, "-m", "ssnet_ros.bags.make", str(images), "--out",
                              str(tmp_path / "bag"), "--format", "png", "--no-progress"],
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60

@@ -20,11 +20,11 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
-from ssnet_ros import bag_messages as bm  # noqa: E402
-from ssnet_ros.bag_io import BagReader  # noqa: E402
-from ssnet_ros.bag_make import make_bag  # noqa: E402
-from ssnet_ros.bag_replay import ReplayOptions, main, replay  # noqa: E402
-from ssnet_ros.client import start_node, stop_node  # noqa: E402
+from ssnet_ros.bags import messages as bm  # noqa: E402
+from ssnet_ros.bags.bagfile import BagReader  # noqa: E402
+from ssnet_ros.bags.make import make_bag  # noqa: E402
+from ssnet_ros.bags.replay import ReplayOptions, main, replay  # noqa: E402
+from ssnet_ros.ros.client import start_node, stop_node  # noqa: E402
 from ssnet_ros.errors import SSNetError  # noqa: E402
 
 from conftest import ros_domain  # noqa: E402
@@ -131,10 +131,18 @@ def test_no_node_is_one_clear_error(context: Any, camera_bag: Path) -> None:
                                                   progress=False))
 
 
+def test_a_remapped_input_is_named_in_the_error(context: Any, node: subprocess.Popen,
+                                               camera_bag: Path) -> None:
+    with pytest.raises(SSNetError, match=r"subscribes to /image: pass --namespace / "
+                                         r"--input-topic image"):
+        replay(context, camera_bag, ReplayOptions(input_topic="camera/image_raw",
+                                                  start_timeout=2.0, progress=False))
+
+
 def test_repeated_stamps_and_a_clock_jump(context: Any, node: subprocess.Popen,
                                           tmp_path: Path) -> None:
     """--keep-stamps with every stamp twice, and the bag clock jumping a day forward."""
-    from ssnet_ros.bag_io import BagWriter
+    from ssnet_ros.bags.bagfile import BagWriter
 
     t0 = 1_700_000_000 * 10**9
     with BagWriter(tmp_path / "odd") as writer:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssnet_ros.benchmark import count_flops, cuda_peak, main, parse_size
+from ssnet_ros.tools.benchmark import count_flops, cuda_peak, main, parse_size
 from ssnet_ros.errors import SSNetError
 from ssnet_ros.models import build_model
 
@@ -44,22 +44,24 @@ def test_known_device_peaks() -> None:
     assert cuda_peak("Some Future GPU", "fp16") is None
 
 
-def test_sizes_are_width_by_height() -> None:
-    assert parse_size("1242x375") == (375, 1242)
-    with pytest.raises(SSNetError, match="WIDTHxHEIGHT"):
+def test_sizes_are_height_by_width() -> None:
+    assert parse_size("375x1242") == (375, 1242)
+    with pytest.raises(SSNetError, match="HxW"):
         parse_size("1242")
 
 
 def test_a_small_cpu_run_prints_the_table(ssnet_checkpoint: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench.json"
-    code = main(["--weights", str(ssnet_checkpoint), "--sizes", "64x48", "--batches", "1,2",
+    code = main(["--weights", str(ssnet_checkpoint), "--sizes", "48x64", "--batches", "1,2",
                  "--precisions", "fp32", "--stages", "model,core", "--frames", "1",
-                 "--warmup", "0", "--threads", "1", "--json", str(out)])
+                 "--warmup", "0", "--threads", "1", "--out", str(out), "--no-progress"])
     assert code == 0
     text = capsys.readouterr().out
-    assert "| stage | camera WxH | batch |" in text and "TFLOP/s" in text
+    assert "| stage | camera HxW | batch |" in text and "TFLOP/s" in text
+    assert text.count("| stage | camera HxW |") == 1  # the table once
     assert "measured matmul peak" in text and "kMAC per camera pixel" in text
+    assert "x matmul" in text and "% of peak" not in text  # a CPU rate is not a bound
     result = json.loads(out.read_text())
     assert [(r["stage"], r["batch"]) for r in result["rows"]] == \
         [("model", 1), ("core", 1), ("model", 2), ("core", 2)]
@@ -73,9 +75,10 @@ def test_two_checkpoints_side_by_side(ssnet_checkpoint: Path, tmp_path: Path,
 
     fcn = save_random_checkpoint(tmp_path / "fcn8s_random.pt", model_name="fcn8s")
     out = tmp_path / "bench.json"
-    code = main(["--weights", str(ssnet_checkpoint), str(fcn), "--sizes", "64x48",
+    code = main(["--weights", str(ssnet_checkpoint), str(fcn), "--sizes", "48x64",
                  "--batches", "1", "--precisions", "fp32", "--stages", "model",
-                 "--frames", "1", "--warmup", "0", "--threads", "1", "--json", str(out)])
+                 "--frames", "1", "--warmup", "0", "--threads", "1", "--out", str(out),
+                 "--no-progress"])
     assert code == 0
     text = capsys.readouterr().out
     assert "| weights | architecture | classes | parameters |" in text
@@ -87,7 +90,7 @@ def test_two_checkpoints_side_by_side(ssnet_checkpoint: Path, tmp_path: Path,
     for name, arch in (("ssnet_random", "ssnet"), ("fcn8s_random", "fcn8s")):
         built = build_model(arch, num_classes=11)
         assert models[name]["parameters"] == sum(p.numel() for p in built.parameters())
-        assert models[name]["flops_per_frame"]["64x48"] == count_flops(built, 48, 64)
+        assert models[name]["flops_per_frame"]["48x64"] == count_flops(built, 48, 64)
 
 
 def test_a_missing_second_checkpoint_is_named(ssnet_checkpoint: Path, tmp_path: Path,
@@ -95,3 +98,10 @@ def test_a_missing_second_checkpoint_is_named(ssnet_checkpoint: Path, tmp_path: 
     missing = tmp_path / "nope.pt"
     assert main(["--weights", str(ssnet_checkpoint), str(missing)]) == 2
     assert str(missing) in capsys.readouterr().err
+
+
+def test_bad_arguments_fail_before_any_work(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--sizes", "375"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ssnet-benchmark: ") and "HxW" in err and len(err.splitlines()) == 1
+    assert main(["--batches", "0"]) == 2

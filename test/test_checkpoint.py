@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ssnet_ros import ModelCard, SSNetError, build_model, load_checkpoint, read_card
-from ssnet_ros.checkpoint import FORMAT, save_checkpoint
+from ssnet_ros.core.checkpoint import FORMAT, save_checkpoint
 from ssnet_ros.datasets.classes import CAMVID_CLASSES, CAMVID_DRIVABLE, CAMVID_PALETTE
 
 

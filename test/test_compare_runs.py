@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ssnet_ros.compare_runs import load_run, main, runs_table
+from ssnet_ros.training.compare_runs import load_run, main, runs_table
 
 
 def write_run(folder: Path, *, vgg: str | None, val: dict[int, float], epochs: int) -> Path:

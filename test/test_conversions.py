@@ -13,7 +13,7 @@ pytest.importorskip("sensor_msgs")
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from ssnet_ros.conversions import MAX_SIDE, compressed_to_rgb, image_to_rgb, \
+from ssnet_ros.ros.conversions import MAX_SIDE, compressed_to_rgb, image_to_rgb, \
     mono8_msg, rgb8_msg  # noqa: E402
 from ssnet_ros.errors import SSNetError  # noqa: E402
 

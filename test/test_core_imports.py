@@ -1,18 +1,37 @@
-"""The inference core imports without ROS: only node, conversions and client may need rclpy."""
+"""The package's folders are its layers: the inference core imports without ROS, and each
+subpackage imports only the layers below it (read from the source, so a new import that breaks
+the layering fails here)."""
 
 from __future__ import annotations
 
+import ast
 import json
+import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-CORE = ["ssnet_ros", "ssnet_ros.segmenter", "ssnet_ros.models", "ssnet_ros.checkpoint",
-        "ssnet_ros.preprocessing", "ssnet_ros.visualize", "ssnet_ros.stats", "ssnet_ros.mailbox",
-        "ssnet_ros.fileio", "ssnet_ros.errors"]
+import ssnet_ros
+
+PACKAGE = Path(ssnet_ros.__file__).parent
+CORE = ["ssnet_ros", "ssnet_ros.errors", "ssnet_ros.models", "ssnet_ros.datasets"] + [
+    m.name for m in pkgutil.walk_packages([str(PACKAGE / "core")], "ssnet_ros.core.")] + [
+    m.name for m in pkgutil.walk_packages([str(PACKAGE / "training")], "ssnet_ros.training.")]
 ROS_PACKAGES = ("rclpy", "rcl_interfaces", "sensor_msgs", "std_msgs", "diagnostic_msgs",
                 "builtin_interfaces", "rosidl_runtime_py", "rpyutils")
+# what each layer may import from this package (besides itself)
+LAYERS = {
+    "errors": set(),
+    "models": {"errors"},
+    "core": {"errors", "models"},
+    "datasets": {"errors", "core"},
+    "training": {"errors", "models", "core", "datasets"},
+    "ros": {"errors", "models", "core"},
+    "bags": {"errors", "core", "datasets", "training", "ros"},
+    "tools": {"errors", "models", "core", "datasets", "training", "ros", "bags"},
+}
 
 
 def ros_modules_after_importing(modules: list[str]) -> list[str]:
@@ -25,12 +44,77 @@ def ros_modules_after_importing(modules: list[str]) -> list[str]:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def imported_layers(path: Path) -> set[str]:
+    """The first-level ssnet_ros subpackages/modules a source file imports."""
+    module = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    package = list(module[:-1]) if module[-1] != "__init__" else list(module[:-1])
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                target = base + (node.module.split(".") if node.module else [])
+            else:
+                target = (node.module or "").split(".")
+            if target[0] != "ssnet_ros":
+                continue
+            if len(target) > 1:
+                found.add(target[1])
+            else:  # from ssnet_ros import X: a module, or the package's own __version__
+                found.update(a.name for a in node.names if not a.name.startswith("__"))
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "ssnet_ros" and len(parts) > 1:
+                    found.add(parts[1])
+    return found
+
+
 @pytest.mark.timeout(150)
 def test_core_modules_do_not_import_ros() -> None:
+    assert len(CORE) > 15
     assert ros_modules_after_importing(CORE) == []
 
 
 @pytest.mark.timeout(150)
 def test_the_check_sees_ros_imports() -> None:
     pytest.importorskip("sensor_msgs")
-    assert "sensor_msgs" in ros_modules_after_importing(["ssnet_ros.conversions"])
+    assert "sensor_msgs" in ros_modules_after_importing(["ssnet_ros.ros.conversions"])
+
+
+def test_each_layer_imports_only_the_layers_below_it() -> None:
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        layer = parts[0]
+        if layer not in LAYERS:  # the package's __init__ and the node entry point
+            continue
+        for used in imported_layers(path) - LAYERS[layer] - {layer}:
+            wrong.append(f"{path.relative_to(PACKAGE)} imports ssnet_ros.{used}")
+    assert wrong == []
+
+
+def test_the_layer_check_reads_relative_imports(tmp_path: Path) -> None:
+    assert imported_layers(PACKAGE / "core" / "segmenter.py") >= {"errors"}
+    assert "core" in imported_layers(PACKAGE / "ros" / "node.py")
+
+
+def test_every_module_is_used() -> None:
+    """Each module is imported somewhere in the package or is a console script/entry point."""
+    setup = (PACKAGE.parent / "setup.py").read_text()
+    sources = {p: p.read_text() for p in PACKAGE.rglob("*.py")}
+    unused = []
+    for path in sources:
+        rel = path.relative_to(PACKAGE).with_suffix("")
+        if rel.name == "__init__":
+            continue
+        dotted = "ssnet_ros." + ".".join(rel.parts)
+        if dotted + ":" in setup:
+            continue
+        name = rel.name
+        used = any(other != path and (f"import {name}" in text or f".{name} import" in text
+                                      or f"{dotted}" in text)
+                   for other, text in sources.items())
+        if not used:
+            unused.append(dotted)
+    assert unused == []

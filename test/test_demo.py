@@ -12,14 +12,15 @@ import cv2
 import numpy as np
 import pytest
 
-from ssnet_ros.fileio import read_rgb
-from ssnet_ros.segmenter import default_weights
+from ssnet_ros.core.fileio import read_rgb
+from ssnet_ros.core.segmenter import default_weights
 
 SUFFIXES = ("input", "color", "overlay", "drivable", "labels", "panel")
 
 
 def demo(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ssnet_ros.demo", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ssnet_ros.tools.demo", *args],
+                          capture_output=True,
                           text=True, timeout=timeout, env=dict(os.environ))
 
 
@@ -44,7 +45,8 @@ def test_demo_writes_every_output_for_every_image(
     for name, (h, w) in sizes.items():
         original = read_rgb(images / f"{name}.png")
         np.testing.assert_array_equal(read_rgb(out / f"{name}_input.png"), original)
-        assert read_rgb(out / f"{name}_panel.png").shape == (h, 3 * w, 3)
+        panel = read_rgb(out / f"{name}_panel.png")  # overlay above tinted mask, legend
+        assert panel.shape[1] == 960 and panel.shape[0] > 2 * round(h * 960 / w)
         assert read_rgb(out / f"{name}_overlay.png").shape == (h, w, 3)
         labels = cv2.imread(str(out / f"{name}_labels.png"), cv2.IMREAD_UNCHANGED)
         drivable = cv2.imread(str(out / f"{name}_drivable.png"), cv2.IMREAD_UNCHANGED)

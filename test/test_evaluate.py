@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from ssnet_ros import Segmenter, default_weights
-from ssnet_ros.evaluate import main
-from ssnet_ros.segmenter import shipped_weights
+from ssnet_ros.training.evaluate import main
+from ssnet_ros.core.segmenter import shipped_weights
 
 
 def test_report_files(ssnet_checkpoint_varied: Path, camvid_fixture: Path,
@@ -27,7 +27,10 @@ def test_report_files(ssnet_checkpoint_varied: Path, camvid_fixture: Path,
     assert "| Road |" in (out / "metrics.md").read_text()
     assert (out / "confusion.png").stat().st_size > 1000
     overlays = sorted((out / "overlays").glob("*.png"))
-    assert [p.name for p in overlays] == ["0001TP_000000.png", "0001TP_000001.png"]
+    assert len(overlays) == 2 and all(p.name[:3] in ("00_", "01_") for p in overlays)
+    assert {p.name[3:] for p in overlays} <= {f"{n}.png" for n in ("0001TP_000000",
+                                                                     "0001TP_000001",
+                                                                     "0001TP_000002")}
 
 
 def test_other_label_spaces_score_the_drivable_mask(ssnet_checkpoint: Path, tmp_path: Path
@@ -99,3 +102,13 @@ def test_existing_output_needs_overwrite_and_stale_files_go(
     (other / "thesis.tex").write_text("keep")
     assert main(args[:-5] + ["--out", str(other), "--device", "cpu", "--overwrite"]) == 2
     assert (other / "thesis.tex").read_text() == "keep"
+
+
+def test_panels_are_the_worst_and_a_spread() -> None:
+    from ssnet_ros.training.evaluate import choose_panels
+
+    scores = [0.9, 0.1, 0.5, 0.95, 0.3, 0.7, 0.2, 0.8, 0.6, 0.4]
+    chosen = choose_panels(scores, 4)
+    assert chosen[:2] == [1, 6]  # the two worst first
+    assert 3 in chosen and len(set(chosen)) == 4  # the best is in the spread
+    assert choose_panels(scores, 0) == [] and sorted(choose_panels(scores, 20)) == list(range(10))

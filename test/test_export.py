@@ -6,6 +6,7 @@ near-tied logits, so their labels are no parity test); random models check the l
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -16,12 +17,13 @@ import torch
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from ssnet_ros.checkpoint import load_checkpoint  # noqa: E402
-from ssnet_ros.export import PortableSSNet, export_onnx, label_parity, main, onnx_session, \
-    read_images  # noqa: E402
+from ssnet_ros.core.checkpoint import load_checkpoint  # noqa: E402
+from ssnet_ros.errors import SSNetError  # noqa: E402
+from ssnet_ros.tools.export import PortableSSNet, export_onnx, label_parity, main, \
+    onnx_session, read_images, read_onnx_card  # noqa: E402
 from ssnet_ros.models import build_model  # noqa: E402
-from ssnet_ros.preprocessing import normalize  # noqa: E402
-from ssnet_ros.segmenter import default_weights  # noqa: E402
+from ssnet_ros.core.preprocessing import normalize  # noqa: E402
+from ssnet_ros.core.segmenter import default_weights  # noqa: E402
 
 CAMVID_VAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid" / "val"
 PARITY_IMAGES = 3
@@ -91,12 +93,48 @@ def test_end_to_end_export_gives_the_segmenter_labels(tmp_path: Path,
 def test_export_errors_are_one_sentence(tmp_path: Path, ssnet_checkpoint: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["--weights", str(ssnet_checkpoint), "--out", str(tmp_path / "x.onnx"),
-                 "--height", "45", "--width", "70", "--dynamic-size"])
-    assert code == 1
+                 "--input-height", "45", "--input-width", "70", "--dynamic-size"])
+    assert code == 2
     assert "multiples of 16" in capsys.readouterr().err
     code = main(["--weights", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x.onnx"),
-                 "--height", "45", "--width", "70"])
-    assert code == 1 and "does not exist" in capsys.readouterr().err
+                 "--input-height", "45", "--input-width", "70"])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+    code = main(["--weights", str(ssnet_checkpoint), "--out", str(tmp_path / "x.onnx"),
+                 "--input-height", "0", "--input-width", "70"])
+    err = capsys.readouterr().err
+    assert code == 2 and "must be positive" in err and "\x1b" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_onnx_file_carries_the_model_card(tmp_path: Path, ssnet_checkpoint: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import onnxruntime as ort
+
+    out = tmp_path / "m.onnx"
+    args = ["--weights", str(ssnet_checkpoint), "--out", str(out), "--input-height", "32",
+            "--input-width", "48", "--no-progress"]
+    assert main(args) == 0
+    _, card = load_checkpoint(ssnet_checkpoint)
+    assert read_onnx_card(out) == card
+    meta = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]) \
+        .get_modelmeta().custom_metadata_map
+    assert json.loads(meta["class_names"]) == list(card.class_names)
+    assert json.loads(meta["palette"]) == [list(c) for c in card.palette]
+    assert json.loads(meta["drivable_classes"]) == list(card.drivable_classes)
+    assert json.loads(meta["mean"]) == list(card.mean)
+    assert meta["input_size"] == "32x48" and meta["exported_by"].startswith("ssnet_ros ")
+    assert main(args) == 2 and "--overwrite" in capsys.readouterr().err  # never replaced
+    assert main(args + ["--overwrite"]) == 0
+
+
+def test_onnx_without_a_card_is_named(tmp_path: Path) -> None:
+    import onnx
+
+    bare = tmp_path / "bare.onnx"
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph([], "g", [], [])), str(bare))
+    with pytest.raises(SSNetError, match="bare.onnx carries no ssnet_ros model card"):
+        read_onnx_card(bare)
 
 
 def trained_weights() -> Path | None:

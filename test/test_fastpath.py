@@ -1,6 +1,6 @@
 """Segmenter.render_batch: message-ready outputs, the device pipeline and the CUDA fast path.
 
-The device pipeline (ssnet_ros.render.render_packed) is checked on the CPU against the numpy
+The device pipeline (ssnet_ros.core.render.render_packed) is checked on the CPU against the numpy
 drawing; the CUDA-only parts (pinned copies, fp16 + channels_last, CUDA graphs) run only
 where CUDA is present.
 """
@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from ssnet_ros import SSNetError, Segmenter
-from ssnet_ros.render import OUTPUT_KEYS, DeviceTables, render_numpy, render_packed, unpack
-from ssnet_ros.visualize import colorize, confidence_to_mono8, mask_to_mono8, overlay
+from ssnet_ros.core.render import OUTPUT_KEYS, DeviceTables, render_numpy, render_packed, unpack
+from ssnet_ros.core.visualize import colorize, confidence_to_mono8, mask_to_mono8, overlay
 
 NEEDS_CUDA = pytest.mark.skipif(
     not torch.cuda.is_available(),
@@ -67,7 +67,7 @@ def test_render_batch_equals_segmenter_plus_numpy_drawing(seg: Segmenter) -> Non
 
 def test_large_cpu_batches_run_as_smaller_forward_passes(
         seg: Segmenter, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ssnet_ros.segmenter as segmenter_mod
+    import ssnet_ros.core.segmenter as segmenter_mod
 
     images = [scene(60, 80, i) for i in range(3)]
     monkeypatch.setattr(segmenter_mod, "CPU_BATCH_PIXELS", 1)  # one frame per forward pass
@@ -157,7 +157,7 @@ def scaled_checkpoint(tmp_path_factory: pytest.TempPathFactory,
     default initialisation shrinks them to ~1e-7, below fp16's normal range."""
     from torch import nn
 
-    from ssnet_ros.checkpoint import load_checkpoint, save_checkpoint
+    from ssnet_ros.core.checkpoint import load_checkpoint, save_checkpoint
 
     model, card = load_checkpoint(ssnet_checkpoint_varied)
     torch.manual_seed(0)

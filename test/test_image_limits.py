@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from ssnet_ros import SSNetError
-from ssnet_ros.fileio import read_rgb
-from ssnet_ros.image_limits import MAX_PIXELS, compressed_size, decode_image
+from ssnet_ros.core.fileio import read_rgb
+from ssnet_ros.core.image_limits import MAX_PIXELS, compressed_size, decode_image
 
 
 def png_bytes(width: int, height: int, rows: int | None = None) -> bytes:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from ssnet_ros import Segmenter
-from ssnet_ros.checkpoint import read_card
-from ssnet_ros.input_size import DEFAULT_RULE, auto_input_size, auto_scale, rule_problems
+from ssnet_ros.core.checkpoint import read_card
+from ssnet_ros.core.input_size import DEFAULT_RULE, auto_input_size, auto_scale, rule_problems
 
 
 def test_camvid_frames_run_at_their_own_size() -> None:
@@ -72,7 +72,7 @@ def test_shipped_card_is_consistent() -> None:
 def test_cpu_frames_are_resized_before_they_are_normalised(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A 12 MP frame must not be turned into floats at full size for a small network."""
-    import ssnet_ros.segmenter as core
+    import ssnet_ros.core.segmenter as core
 
     seen = []
     original = core.normalize

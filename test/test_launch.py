@@ -143,7 +143,7 @@ def yaml_parameters() -> dict[str, Any]:
 
 def test_params_file_holds_every_parameter_with_its_default() -> None:
     pytest.importorskip("rclpy")
-    from ssnet_ros.node import PARAMETERS
+    from ssnet_ros.ros.node import PARAMETERS
 
     assert yaml_parameters() == {spec.name: spec.default for spec in PARAMETERS}
 
@@ -155,7 +155,7 @@ def test_node_loads_the_params_file_and_declares_exactly_its_parameters(
     import rclpy
     from rclpy.parameter import Parameter
 
-    from ssnet_ros.node import DERIVED_PARAMETERS, SegmentationNode
+    from ssnet_ros.ros.node import DERIVED_PARAMETERS, SegmentationNode
 
     context = rclpy.Context()
     rclpy.init(args=["ssnet", "--ros-args", "--params-file", str(PARAMS_FILE),

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from ssnet_ros.datasets import IDDLite
 from ssnet_ros.datasets.classes import CAMVID_CLASSES
-from ssnet_ros.losses import set_nll
+from ssnet_ros.training.losses import set_nll
 
 
 def test_single_class_sets_are_weighted_cross_entropy() -> None:

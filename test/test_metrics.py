@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ssnet_ros.metrics import confusion_matrix, summarize
+from ssnet_ros.training.metrics import confusion_matrix, summarize
 
 
 def test_confusion_matrix_ignores_void() -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import ros_domain
-from ssnet_ros.batching import FrameGatherer
+from ssnet_ros.ros.batching import FrameGatherer
 
 DOMAIN = 80
 CAMERAS = [f"cam{i}" for i in range(4)]
@@ -78,7 +78,7 @@ def test_close_releases_a_waiting_taker() -> None:
 def test_camera_names_are_validated() -> None:
     pytest.importorskip("rclpy")
     from ssnet_ros.errors import SSNetError
-    from ssnet_ros.node import PARAMETERS, validate
+    from ssnet_ros.ros.node import PARAMETERS, validate
 
     values = {spec.name: spec.default for spec in PARAMETERS}
     assert validate({**values, "cameras": ["front", "rear/left"]}).cameras == \
@@ -105,8 +105,8 @@ def nodes(ros: Any, ssnet_checkpoint_varied: Path) -> Iterator[dict[str, Any]]:
     started at once; OMP_NUM_THREADS=1 each, all on one CPU: both set-ups get the same CPU
     budget (unpinned, the training job's varying use of the other core decides which of them
     gets more of it, and the comparison swung between 0.8 and 1.5)."""
-    from ssnet_ros.benchmark import pin_to
-    from ssnet_ros.client import start_node, stop_node
+    from ssnet_ros.tools.benchmark import pin_to
+    from ssnet_ros.ros.client import start_node, stop_node
 
     cpu = pin_to({max(os.sched_getaffinity(0))})
     params = {"weights": str(ssnet_checkpoint_varied), **NET, "diagnostics_period": 0.2}
@@ -123,14 +123,14 @@ def nodes(ros: Any, ssnet_checkpoint_varied: Path) -> Iterator[dict[str, Any]]:
 
 def scene(seed: int) -> np.ndarray:
     """A smooth random frame (each camera gets its own)."""
-    from ssnet_ros.benchmark import scene as make
+    from ssnet_ros.tools.benchmark import scene as make
 
     return make(*IMAGE, seed)
 
 
 def rig(ros: Any, nodes: dict[str, Any], cameras: list[tuple[str, str, str]],
         outputs: tuple[str, ...], name: str) -> Any:
-    from ssnet_ros.benchmark import CameraRig
+    from ssnet_ros.tools.benchmark import CameraRig
 
     r = CameraRig(ros, cameras, outputs=outputs, name=name)
     if not r.wait_ready(90.0, list(nodes.values())):
@@ -143,8 +143,8 @@ def rig(ros: Any, nodes: dict[str, Any], cameras: list[tuple[str, str, str]],
 @pytest.mark.timeout(240)
 def test_every_camera_gets_its_own_outputs_with_its_own_header(
         ros: Any, nodes: dict[str, Any]) -> None:
-    from ssnet_ros.benchmark import multi_camera_topics
-    from ssnet_ros.node import OUTPUTS, status_name
+    from ssnet_ros.tools.benchmark import multi_camera_topics
+    from ssnet_ros.ros.node import OUTPUTS, status_name
 
     images = [scene(i) for i in range(4)]
     keys = tuple(OUTPUTS)
@@ -169,7 +169,7 @@ def test_every_camera_gets_its_own_outputs_with_its_own_header(
         multi.close()
 
     # the same frame on the multi-camera node and on that camera's own node: same labels
-    from ssnet_ros.client import SegmentationClient, image_msg
+    from ssnet_ros.ros.client import SegmentationClient, image_msg
 
     for i in (3,):
         msg = image_msg(images[i], 10**9 * (50 + i), f"check_{i}")
@@ -196,7 +196,7 @@ def test_four_cameras_in_one_node_are_at_least_as_fast_as_four_nodes(
     """Same frames, sizes, precision, CPU and one torch thread per process; measured
     alternately (one, four, one, ...) so that load drifting on this shared CPU affects both
     alike."""
-    from ssnet_ros.benchmark import multi_camera_topics, single_node_topics
+    from ssnet_ros.tools.benchmark import multi_camera_topics, single_node_topics
 
     images = [scene(10 + i) for i in range(4)]
     multi = rig(ros, nodes, multi_camera_topics(CAMERAS), ("labels",), "rig_one")

@@ -20,10 +20,10 @@ from rclpy.parameter import Parameter, parameter_value_to_python  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from ssnet_ros.client import SegmentationClient, compress, image_msg, stamp_key, \
+from ssnet_ros.ros.client import SegmentationClient, compress, image_msg, stamp_key, \
     start_node, stop_node  # noqa: E402
-from ssnet_ros.node import OUTPUTS  # noqa: E402
-from ssnet_ros.visualize import colorize, overlay  # noqa: E402
+from ssnet_ros.ros.node import OUTPUTS  # noqa: E402
+from ssnet_ros.core.visualize import colorize, overlay  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(180)]
 
@@ -252,7 +252,10 @@ def test_a_fast_stream_is_answered_newest_first_without_backlog(
     d = {key: diag_int(client, key) - value for key, value in base.items()}
     answered = {**client.received, (msg.header.stamp.sec, msg.header.stamp.nanosec): last}
     assert d["frames_skipped"] > 0
-    assert d["frames_processed"] == len(answered)
+    # outputs are reliable but keep only the last 2 (no backlog): a client starved of CPU may
+    # miss one whose successor replaced it in the writer's history before it was delivered
+    assert len(answered) <= d["frames_processed"] <= len(answered) + 2, \
+        (d["frames_processed"], len(answered))
     assert d["frames_processed"] + d["frames_skipped"] == d["frames_received"]
     for key, outputs in answered.items():
         assert key in sent

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import ssnet_ros.segmenter as segmenter_mod
+import ssnet_ros.core.segmenter as segmenter_mod
 from ssnet_ros import SSNetError, Segmenter
 
 

@@ -1,16 +1,14 @@
-"""Diagnostics statistics and the one-slot mailbox (pure Python)."""
+"""Diagnostics statistics (pure Python)."""
 
 from __future__ import annotations
 
 import math
 import threading
-import time
 
 import numpy as np
 import pytest
 
-from ssnet_ros.mailbox import Mailbox
-from ssnet_ros.stats import Counter, LatencyWindow, RateMeter, percentile
+from ssnet_ros.core.stats import Counter, LatencyWindow, RateMeter, percentile
 
 
 @pytest.mark.parametrize("q", [0, 1, 25, 50, 90, 99, 100])
@@ -56,48 +54,3 @@ def test_counter_is_thread_safe() -> None:
     for t in threads:
         t.join()
     assert counter.value == 40000
-
-
-def test_mailbox_keeps_only_the_newest_item() -> None:
-    box: Mailbox[int] = Mailbox()
-    assert box.put(1) is False
-    assert box.put(2) is True  # 1 was never taken
-    assert box.take(timeout=0) == 2
-    assert box.take(timeout=0.01) is None
-
-
-def test_mailbox_wakes_a_waiting_taker_and_close_releases_it() -> None:
-    box: Mailbox[str] = Mailbox()
-    got: list[str | None] = []
-
-    def take_twice() -> None:
-        got.append(box.take())
-        got.append(box.take())
-
-    taker = threading.Thread(target=take_twice)
-    taker.start()
-    time.sleep(0.05)  # let it wait
-    box.put("frame")
-    deadline = time.monotonic() + 2
-    while not got and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert got == ["frame"]
-    box.close()
-    taker.join(timeout=2)
-    assert not taker.is_alive()
-    assert got == ["frame", None]
-    assert box.closed and box.take() is None
-
-
-def test_gap_counter_estimates_frames_missing_from_the_stamps() -> None:
-    from ssnet_ros.stats import GapCounter
-
-    gaps = GapCounter()
-    stamps = [100 + 0.1 * i for i in range(40)]
-    for i, stamp in enumerate(stamps):
-        if i not in (20, 30, 31, 32):  # four frames never arrive
-            gaps.add(stamp + 0.002 * (i % 3))  # a little jitter
-    assert gaps.lost == 4
-    gaps.add(stamps[-1] - 1.0)  # backwards: ignored
-    gaps.add(stamps[-1] + 60.0)  # a pause, not loss
-    assert gaps.lost == 4

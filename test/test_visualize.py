@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ssnet_ros.datasets.classes import CAMVID_PALETTE
-from ssnet_ros.visualize import colorize, confidence_to_mono8, mask_to_mono8, overlay, \
+from ssnet_ros.core.visualize import colorize, confidence_to_mono8, mask_to_mono8, overlay, \
     palette_lut, side_by_side
 
 RNG = np.random.default_rng(1)
@@ -75,3 +75,28 @@ def test_side_by_side_concatenates_and_expands_grey() -> None:
     assert panel[0, 0].tolist() == [10] * 3 and panel[0, 5].tolist() == [200] * 3
     with pytest.raises(ValueError):
         side_by_side(a, np.zeros((4, 2, 3), np.uint8))
+
+
+def test_legend_shows_every_class_colour_and_wraps() -> None:
+    from ssnet_ros.core.visualize import legend
+
+    names = [f"class {i}" for i in range(11)]
+    colors = [(20 * i, 255 - 20 * i, 7 * i) for i in range(11)]
+    strip = legend(names, colors, 400)
+    assert strip.shape[1] == 400 and strip.shape[0] > 30  # more than one row at 400 px
+    pixels = {tuple(p) for p in strip.reshape(-1, 3)}
+    assert all(tuple(c) in pixels for c in colors)
+    assert legend(names, colors, 4000).shape[0] < strip.shape[0]
+
+
+def test_panel_tints_the_drivable_mask_and_fits_a_laptop() -> None:
+    from ssnet_ros.core.visualize import DRIVABLE_TINT, panel, tint
+
+    rgb = np.full((375, 1242, 3), 100, np.uint8)
+    mask = np.zeros((375, 1242), bool)
+    mask[200:, 400:800] = True
+    out = panel(rgb, rgb, mask, ["Road"], [(128, 64, 128)], title="frame")
+    assert out.shape[1] == 960 and out.shape[0] < 800
+    tinted = tint(rgb, mask)
+    assert (tinted[mask] != 100).all() and (tinted[~mask] == 100).all()
+    assert tuple(DRIVABLE_TINT) in {tuple(p) for p in out[-40:].reshape(-1, 3)}

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from ..errors import SSNetError
-from ..fileio import read_rgb
+from ..core.fileio import read_rgb
 from .classes import (CAMVID_CLASSES, CAMVID_DRIVABLE, CAMVID_PALETTE, CITYSCAPES_CLASSES,
                       CITYSCAPES_DRIVABLE, CITYSCAPES_ID_TO_TRAIN_ID, CITYSCAPES_PALETTE,
                       IDD_LITE_CLASSES, IDD_LITE_DRIVABLE, IDD_LITE_PALETTE, IDD_LITE_TO_CAMVID,

@@ -1,0 +1,219 @@
+"""Checkpoints: weights plus the metadata everything else derives from (the model card)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import SSNetError
+from .fileio import atomic_path
+from .input_size import rule_problems
+from ..models import build_model, list_models
+
+FORMAT = "ssnet_ros.checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a checkpoint says about its model.
+
+    ``mean``/``std`` normalise RGB pixels in 0..255 units; ``train_size`` is (height, width);
+    ``metrics`` holds the measured validation figures (may be empty); ``input_rule`` the
+    constants of the automatic network input size (:mod:`ssnet_ros.core.input_size`; empty: run at
+    each image's own size); ``training`` the data and recipe the weights were trained with.
+    """
+
+    model: str
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    drivable_classes: tuple[str, ...]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    train_size: tuple[int, int]
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    dataset: str = ""
+    input_rule: dict[str, float] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (the model's output channels)."""
+        return len(self.class_names)
+
+    @property
+    def drivable_ids(self) -> tuple[int, ...]:
+        """Class ids of the drivable classes."""
+        return tuple(self.class_names.index(name) for name in self.drivable_classes)
+
+    def problems(self) -> list[str]:
+        """Every contradiction in the card (empty when it is consistent)."""
+        out = []
+        if self.model not in list_models():
+            out.append(f"unknown model {self.model!r} (known: {', '.join(list_models())})")
+        if not 1 <= self.num_classes <= 255:
+            out.append(f"{self.num_classes} classes (1..255 supported)")
+        if len(set(self.class_names)) != self.num_classes:
+            out.append("class names are not unique")
+        if len(self.palette) != self.num_classes:
+            out.append(f"palette has {len(self.palette)} colours for {self.num_classes} classes")
+        if any(len(c) != 3 or not all(0 <= v <= 255 for v in c) for c in self.palette):
+            out.append("palette entries must be three values in 0..255")
+        unknown = [n for n in self.drivable_classes if n not in self.class_names]
+        if unknown:
+            out.append(f"drivable classes {unknown} are not class names")
+        if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
+            out.append("normalization needs three means and three positive stds")
+        if len(self.train_size) != 2 or any(not 0 < int(v) <= 16384 for v in self.train_size):
+            out.append(f"training resolution {self.train_size} is not (height, width) > 0")
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
+            out.append("normalization values must be finite")
+        out += rule_problems(self.input_rule)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-type dictionary (JSON and torch ``weights_only`` safe)."""
+        data = asdict(self)
+        data["class_names"] = list(self.class_names)
+        data["palette"] = [list(c) for c in self.palette]
+        data["drivable_classes"] = list(self.drivable_classes)
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        data["train_size"] = list(self.train_size)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        """Inverse of :meth:`to_dict`; raises KeyError/TypeError/ValueError on bad input."""
+        return cls(
+            model=str(data["model"]),
+            class_names=tuple(str(n) for n in data["class_names"]),
+            palette=tuple(tuple(int(v) for v in c) for c in data["palette"]),  # type: ignore[misc]
+            drivable_classes=tuple(str(n) for n in data["drivable_classes"]),
+            mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
+            train_size=tuple(int(v) for v in data["train_size"]),  # type: ignore[arg-type]
+            model_kwargs=dict(data.get("model_kwargs", {})),
+            metrics=dict(data.get("metrics", {})),
+            dataset=str(data.get("dataset", "")),
+            input_rule={str(k): float(v) for k, v in dict(data.get("input_rule", {})).items()},
+            training=dict(data.get("training", {})),
+        )
+
+    def replace(self, **changes: Any) -> ModelCard:
+        """A copy with ``changes`` applied."""
+        return ModelCard.from_dict({**self.to_dict(), **changes})
+
+
+def build_from_card(card: ModelCard, **init_kwargs: Any) -> nn.Module:
+    """Build the (untrained) model a card describes."""
+    return build_model(card.model, num_classes=card.num_classes, **card.model_kwargs,
+                       **init_kwargs)
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, card: ModelCard, *,
+                    half: bool = True, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model``'s weights (fp16 when ``half``) and ``card`` to ``path`` atomically."""
+    problems = card.problems()
+    if problems:
+        raise SSNetError(f"refusing to save {path}: " + "; ".join(problems))
+    state = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().cpu()
+        state[key] = value.half() if half and value.is_floating_point() else value.clone()
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "card": card.to_dict(),
+        "state_dict": state,
+    }
+    if extra:
+        payload["extra"] = extra
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def _read_payload(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise SSNetError(f"weights file {path} does not exist")
+    if not path.is_file():
+        raise SSNetError(f"weights file {path} is not a file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        text = str(exc).strip()
+        if "Unsupported global" in text:
+            raise SSNetError(f"weights file {path} holds Python objects besides tensors and "
+                             f"plain data, which could run code when loaded; ssnet_ros only "
+                             f"reads checkpoints written by ssnet-train") from None
+        detail = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
+        first = (detail[1] if detail else text.splitlines()[0] if text
+                 else type(exc).__name__)[:200]
+        raise SSNetError(f"weights file {path} is corrupt or not a PyTorch file ({first})") \
+            from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise SSNetError(f"weights file {path} is not an ssnet_ros checkpoint (no "
+                         f"'format: {FORMAT}' entry; train one with ssnet-train)")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise SSNetError(f"weights file {path} has checkpoint format version "
+                         f"{payload.get('format_version')}, this ssnet_ros reads "
+                         f"{FORMAT_VERSION}")
+    return payload
+
+
+def _card_of(path: Path, payload: dict[str, Any]) -> ModelCard:
+    try:
+        card = ModelCard.from_dict(payload["card"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SSNetError(f"weights file {path} has an unreadable model card ({exc!r})") from exc
+    problems = card.problems()
+    if problems:
+        raise SSNetError(f"weights file {path} contradicts itself: " + "; ".join(problems))
+    return card
+
+
+def read_card(path: str | Path) -> ModelCard:
+    """The validated model card of the checkpoint at ``path`` (weights not built)."""
+    return _card_of(Path(path), _read_payload(Path(path)))
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, ModelCard]:
+    """Build the model a checkpoint describes and load its weights (fp32, on the CPU, eval)."""
+    path = Path(path)
+    payload = _read_payload(path)
+    card = _card_of(path, payload)
+    try:
+        model = build_from_card(card)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise SSNetError(f"weights file {path}: model {card.model!r} cannot be built with "
+                         f"the card's model_kwargs {card.model_kwargs} "
+                         f"({' '.join(str(exc).split())[:160]})") from None
+    state = payload.get("state_dict")
+    if not isinstance(state, dict):
+        raise SSNetError(f"weights file {path} holds no state_dict")
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise SSNetError(f"weights file {path} has a state_dict entry {bad[0]!r} that is not a "
+                         f"tensor")
+    broken = [k for k, v in state.items()
+              if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise SSNetError(f"weights file {path} holds non-finite values (NaN or inf) in "
+                         f"{len(broken)} tensors, e.g. {broken[0]!r}: it is broken")
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                               for k, v in state.items()})
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise SSNetError(f"weights file {path} does not fit model {card.model!r} with "
+                         f"{card.num_classes} classes: {detail}") from exc
+    return model.eval(), card

@@ -1,0 +1,1 @@
+"""ROS 2 plumbing: the node, its parameters, message conversions, frame batching and a client."""

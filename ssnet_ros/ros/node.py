@@ -1,0 +1,704 @@
+"""The ssnet ROS 2 node: camera images in; labels, drivable mask, confidence, colour, overlay out.
+
+Run it with ``ros2 run ssnet_ros segmentation_node --ros-args -p weights:=FILE`` or
+``python -m ssnet_ros.node --ros-args ...``. README.md (ROS 2 interface) documents topics,
+parameters, QoS and diagnostics.
+
+Threading: the subscription callback only validates the message header fields and drops the
+message into its camera's one-slot mailbox (newest wins, replaced frames count as skipped);
+one worker thread takes the frames of all cameras that arrived together (waiting at most
+batch_wait_ms for the others), converts them, segments them in one forward pass per image
+size and publishes. Nothing queues, so output latency never grows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import rclpy
+import rclpy.logging
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
+                               ParameterException)
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from rclpy.utilities import remove_ros_args
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+
+from .batching import FrameGatherer
+from .conversions import check_compressed, check_image, compressed_to_rgb, image_to_rgb, \
+    mono8_msg, rgb8_msg
+from ..errors import SSNetError
+from ..core.render import CHANNELS
+from ..core.checkpoint import read_card
+from ..core.segmenter import PRECISIONS, Segmenter, resolve_device, resolve_precision, \
+    resolve_weights
+from ..core.stats import Counter, GapCounter, LatencyWindow, RateMeter
+
+NODE_NAME = "ssnet"
+TRANSPORTS = ("raw", "compressed")
+#: Output topics (relative to the node's namespace) keyed by their publish_* switch.
+OUTPUTS = {"labels": "segmentation/labels", "drivable_mask": "segmentation/drivable_mask",
+           "confidence": "segmentation/confidence", "color": "segmentation/color",
+           "overlay": "segmentation/overlay"}
+#: Input QoS: sensor data, newest only.
+INPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+                       history=HistoryPolicy.KEEP_LAST)
+#: Output QoS: reliable, a short history.
+OUTPUT_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE,
+                        history=HistoryPolicy.KEEP_LAST)
+ERROR_LOG_PERIOD = 5.0
+"""Seconds between repeated error logs about rejected frames."""
+CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*")
+STAGES = ("conversion", "inference", "publishing", "total")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One user-settable parameter: default, type, documentation and constraints."""
+
+    name: str
+    default: Any
+    type: Parameter.Type
+    description: str
+    dynamic: bool = False
+    """True when it may be changed while the node runs (else read-only)."""
+    range: tuple[float, float] | None = None
+    constraints: str = ""
+
+    def descriptor(self) -> ParameterDescriptor:
+        """The ParameterDescriptor the node declares."""
+        d = ParameterDescriptor(name=self.name, type=self.type.value,
+                                description=self.description,
+                                additional_constraints=self.constraints,
+                                read_only=not self.dynamic)
+        if self.range is not None and self.type == Parameter.Type.INTEGER:
+            d.integer_range = [IntegerRange(from_value=int(self.range[0]),
+                                            to_value=int(self.range[1]), step=1)]
+        elif self.range is not None:
+            d.floating_point_range = [FloatingPointRange(from_value=float(self.range[0]),
+                                                         to_value=float(self.range[1]), step=0.0)]
+        return d
+
+
+_T = Parameter.Type
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("weights", "", _T.STRING,
+              "Checkpoint file (.pt) written by ssnet-train, or the name of one shipped with "
+              "the package (ssnet_camvid, fcn8s_camvid); empty uses ssnet_camvid."),
+    ParamSpec("device", "auto", _T.STRING,
+              "Inference device: auto (CUDA when available, else CPU), cpu, cuda or cuda:N.",
+              constraints="auto | cpu | cuda | cuda:N"),
+    ParamSpec("precision", "auto", _T.STRING,
+              "Inference precision: auto (fp16 on CUDA, fp32 on the CPU), fp32, fp16 (CUDA "
+              "only) or bf16.", constraints=" | ".join(PRECISIONS)),
+    ParamSpec("input_height", 0, _T.INTEGER,
+              "Network input height in pixels: images are resized to input_height x "
+              "input_width for inference and the results resized back; 0 (with input_width "
+              "0) picks the size automatically so the world appears at the scale the model "
+              "was trained for (the model card's rule, from the image size and the "
+              "camera_info focal length).", range=(0, 16384),
+              constraints="0 or >= 1 together with input_width"),
+    ParamSpec("input_width", 0, _T.INTEGER,
+              "Network input width in pixels; 0 (with input_height 0) picks the size "
+              "automatically (see input_height).", range=(0, 16384),
+              constraints="0 or >= 1 together with input_height"),
+    ParamSpec("drivable_classes", [], _T.STRING_ARRAY,
+              "Class names counted as drivable in segmentation/drivable_mask; empty uses the "
+              "checkpoint's list.", constraints="names from the class_names parameter"),
+    ParamSpec("input_transport", "raw", _T.STRING,
+              "raw subscribes to image (sensor_msgs/Image); compressed subscribes to "
+              "image/compressed (sensor_msgs/CompressedImage).",
+              constraints=" | ".join(TRANSPORTS)),
+    ParamSpec("overlay_alpha", 0.5, _T.DOUBLE,
+              "Weight of the class colours in segmentation/overlay (0 = camera image only, "
+              "1 = colours only).", dynamic=True, range=(0.0, 1.0)),
+    *(ParamSpec(f"publish_{key}", True, _T.BOOL,
+                f"Publish {topic}; it is computed only while someone subscribes to it.",
+                dynamic=True) for key, topic in OUTPUTS.items()),
+    ParamSpec("diagnostics_period", 1.0, _T.DOUBLE,
+              "Seconds between messages on /diagnostics.", range=(0.1, 60.0)),
+    ParamSpec("cameras", [], _T.STRING_ARRAY,
+              "Cameras served by this node: camera NAME reads NAME/image (or "
+              "NAME/image/compressed) and publishes NAME/segmentation/*; frames that arrive "
+              "together are segmented in one batch. Empty: one camera on image, outputs "
+              "segmentation/*.", constraints="unique names like front or rear_left"),
+    ParamSpec("batch_wait_ms", 5.0, _T.DOUBLE,
+              "With several cameras: after a batch's first frame arrived, wait at most this "
+              "long for the other cameras' frames (cameras silent for a second are not "
+              "waited for).", range=(0.0, 1000.0)),
+)
+#: Read-only parameters the node derives from the checkpoint (overrides are ignored).
+DERIVED_PARAMETERS = {
+    "class_names": "Class names of the checkpoint; a label value is an index into this list.",
+    "palette": "RGB colour of each class in segmentation/color, flattened: r0, g0, b0, r1, ...",
+    "drivable_ids": "Class ids marked 255 in segmentation/drivable_mask.",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated parameter values."""
+
+    weights: str
+    device: str
+    precision: str
+    input_size: tuple[int, int] | None
+    drivable_classes: tuple[str, ...] | None
+    input_transport: str
+    diagnostics_period: float
+    overlay_alpha: float
+    publish: dict[str, bool]
+    cameras: tuple[str, ...] = ()
+    """Camera names; empty for the single camera on ``image``."""
+    batch_wait: float = 0.005
+    """Seconds to wait for the other cameras' frames."""
+
+
+def validate(values: dict[str, Any]) -> Settings:
+    """Check parameter values (name -> value) for consistency; raise SSNetError naming one."""
+    device = str(values["device"])
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise SSNetError(f"parameter device is {device!r}; use auto, cpu, cuda or cuda:N")
+    precision = str(values["precision"])
+    if precision not in PRECISIONS:
+        raise SSNetError(f"parameter precision is {precision!r}; use one of "
+                         f"{', '.join(PRECISIONS)}")
+    try:
+        dev = resolve_device(device)
+    except SSNetError as exc:
+        raise SSNetError(f"parameter device: {exc}") from None
+    try:
+        resolve_precision(precision, dev)
+    except SSNetError as exc:
+        raise SSNetError(f"parameter precision: {exc}") from None
+    transport = str(values["input_transport"])
+    if transport not in TRANSPORTS:
+        raise SSNetError(f"parameter input_transport is {transport!r}; use raw or compressed")
+    h, w = int(values["input_height"]), int(values["input_width"])
+    if (h == 0) != (w == 0):
+        raise SSNetError(f"parameters input_height ({h}) and input_width ({w}) must both be 0 "
+                         f"(automatic size) or both be positive")
+    drivable = values["drivable_classes"] or None
+    cameras = tuple(str(c) for c in values["cameras"] or ())
+    for name in cameras:
+        if not CAMERA_NAME.fullmatch(name):
+            raise SSNetError(f"parameter cameras: {name!r} is not a camera name (letters, "
+                             f"digits and _, starting with a letter; / between levels)")
+    if len(set(cameras)) != len(cameras):
+        raise SSNetError(f"parameter cameras names a camera twice: {list(cameras)}")
+    return Settings(
+        weights=str(values["weights"]), device=device, precision=precision,
+        input_size=(h, w) if h else None,
+        drivable_classes=tuple(drivable) if drivable else None,
+        input_transport=transport, diagnostics_period=float(values["diagnostics_period"]),
+        overlay_alpha=float(values["overlay_alpha"]),
+        publish={key: bool(values[f"publish_{key}"]) for key in OUTPUTS},
+        cameras=cameras, batch_wait=float(values["batch_wait_ms"]) / 1000.0)
+
+
+class Camera:
+    """One camera's topics, publishers and statistics (``name`` "" = the single camera)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.prefix = f"{name}/" if name else ""
+        self.input_topic = ""
+        self.pubs: dict[str, Any] = {}
+        self.received, self.skipped, self.rejected = RateMeter(), Counter(), Counter()
+        self.failed, self.idle, self.processed = Counter(), Counter(), RateMeter()
+        self.gaps = GapCounter()
+        """Frames missing from the stamp sequence (lost before the node, estimated)."""
+        self.published = {key: Counter() for key in OUTPUTS}
+        self.latency = {stage: LatencyWindow() for stage in STAGES}
+        self.batch_size = LatencyWindow()
+        """Frames segmented together with each frame (a window of counts, not seconds)."""
+        self.rejected_reported = 0
+        self.failed_reported = 0
+        self.info_topic = ""
+        self.focal_px: float | None = None
+        """fx of the latest camera_info (None until one with a usable K arrived)."""
+
+    def wanted(self, publish: dict[str, bool]) -> set[str]:
+        """Outputs switched on that someone subscribes to."""
+        return {key for key, pub in self.pubs.items()
+                if publish[key] and pub.get_subscription_count() > 0}
+
+
+@dataclass
+class _Frame:
+    """A camera frame on its way through the worker."""
+
+    camera: Camera
+    msg: Any
+    received: float
+    want: set[str]
+    rgb: Any = None
+    conversion: float = 0.0
+
+
+class SegmentationNode(Node):
+    """Subscribes to camera images and publishes their semantic segmentation.
+
+    Raises :class:`SSNetError` with one sentence when a parameter or the weights are unusable.
+    """
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self.settings = validate(self._declare_parameters())
+        s = self.settings
+        try:
+            self.segmenter = Segmenter(s.weights or None, device=s.device,
+                                       precision=s.precision, input_size=s.input_size,
+                                       drivable_classes=s.drivable_classes)
+        except SSNetError as exc:
+            if s.drivable_classes and "drivable classes" in str(exc):
+                raise SSNetError(f"parameter drivable_classes: {exc}") from None
+            raise
+        self._declare_derived_parameters()
+        self._warn_unknown_overrides()
+        self.add_on_set_parameters_callback(self._check_new_parameters)
+        self.add_post_set_parameters_callback(self._apply_new_parameters)
+
+        self._last_error_log = -ERROR_LOG_PERIOD
+        self._errors_suppressed = 0
+        self.callback_errors = 0
+        """Exceptions raised inside executor callbacks (e.g. a peer's malformed request)."""
+        self.cameras = [Camera(name) for name in s.cameras or ("",)]
+        self._gatherer: FrameGatherer[tuple[Any, float]] = FrameGatherer(len(self.cameras))
+        raw = s.input_transport == "raw"
+        self._convert, self._check = (image_to_rgb, check_image) if raw else \
+            (compressed_to_rgb, check_compressed)
+        for index, cam in enumerate(self.cameras):
+            cam.pubs = {key: self.create_publisher(Image, cam.prefix + topic, OUTPUT_QOS)
+                        for key, topic in OUTPUTS.items()}
+            image = cam.prefix + "image"
+            cam.input_topic = self.resolve_topic_name(image) if raw else \
+                self._compressed_topic(image)
+            self.create_subscription(Image if raw else CompressedImage, cam.input_topic,
+                                     lambda msg, i=index: self._on_image(i, msg), INPUT_QOS)
+            cam.info_topic = camera_info_topic(self.resolve_topic_name(image) if raw else
+                                               cam.input_topic.removesuffix("/compressed"))
+            self.create_subscription(CameraInfo, cam.info_topic,
+                                     lambda msg, c=cam: self._on_camera_info(c, msg), INPUT_QOS)
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # a steady clock: diagnostics go on while a simulated /clock pauses
+        self.create_timer(s.diagnostics_period, self._publish_diagnostics,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._worker = threading.Thread(target=self._work, name="ssnet-worker", daemon=True)
+        self._worker.start()
+        size = self._network_input()
+        topics = ", ".join(cam.input_topic for cam in self.cameras)
+        self.get_logger().info(
+            f"segmenting {topics} ({s.input_transport}) with "
+            f"{self.segmenter.weights} on {self.segmenter.device} "
+            f"({str(self.segmenter.dtype).removeprefix('torch.')}), network input {size}")
+
+    # -- parameters -------------------------------------------------------------------------
+
+    def _declare_parameters(self) -> dict[str, Any]:
+        values = {}
+        for spec in PARAMETERS:
+            default = spec.type if spec.default == [] else spec.default  # rclpy: typed empty
+            if spec.name == "drivable_classes":  # hold the effective names, never "not set"
+                default = self._checkpoint_drivable(values["weights"]) or default
+            try:
+                param = self.declare_parameter(spec.name, default, spec.descriptor())
+            except InvalidParameterTypeException as exc:
+                raise SSNetError(f"parameter {spec.name} must be of type "
+                                 f"{spec.type.name.lower()} ({_reason(exc)})") from None
+            except InvalidParameterValueException as exc:
+                if spec.range is None:
+                    raise SSNetError(f"parameter {spec.name}: {_reason(exc)}") from None
+                given = re.search(r"value \((.*?)\) for parameter", str(exc))
+                raise SSNetError(f"parameter {spec.name} is {given[1] if given else 'invalid'}; "
+                                 f"it must be within {spec.range[0]}..{spec.range[1]}") \
+                    from None
+            except ParameterException as exc:
+                raise SSNetError(f"parameter {spec.name}: {_reason(exc)}") from None
+            if param.value is None:  # an empty list: give it a typed empty value
+                self._hold_empty(spec.name, spec.type)
+            values[spec.name] = [] if param.value is None else param.value
+        return values
+
+    def _hold_empty(self, name: str, kind: Parameter.Type) -> None:
+        """Give a declared array parameter without value the typed empty value.
+
+        rclpy declares ``[]`` defaults as "not set", and answers a GetParameters request that
+        names one with no values at all (``ros2 param dump`` gets nothing). rclpy has no public
+        way to give a read-only parameter a typed empty array, so it is set in its table."""
+        self._parameters[name] = Parameter(name, kind, [])
+
+    @staticmethod
+    def _checkpoint_drivable(weights: str) -> list[str]:
+        """The drivable class names of the checkpoint ``weights`` names ([] if unreadable:
+        loading it later reports why)."""
+        try:
+            return list(read_card(resolve_weights(weights or None)).drivable_classes)
+        except SSNetError:
+            return []
+
+    def _warn_unknown_overrides(self) -> None:
+        """One warning naming overrides of parameters this node does not declare."""
+        declared = [spec.name for spec in PARAMETERS] + list(DERIVED_PARAMETERS)
+        unknown = sorted(set(self._parameter_overrides) - set(declared) - {"use_sim_time"})
+        if unknown:
+            hints = []
+            for name in unknown:
+                close = difflib.get_close_matches(name, declared, n=1)
+                hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+            self.get_logger().warning(
+                f"ignoring parameters this node does not have: {', '.join(hints)}")
+
+    def _declare_derived_parameters(self) -> None:
+        seg = self.segmenter
+        values = {"class_names": list(seg.class_names),
+                  "palette": [int(v) for colour in seg.palette for v in colour],
+                  "drivable_ids": [int(i) for i in seg.drivable_ids]}
+        types = {"class_names": _T.STRING_ARRAY, "palette": _T.INTEGER_ARRAY,
+                 "drivable_ids": _T.INTEGER_ARRAY}
+        for name, description in DERIVED_PARAMETERS.items():
+            descriptor = ParameterDescriptor(name=name, type=types[name].value, read_only=True,
+                                             description=description)
+            self.declare_parameter(name, values[name] or types[name], descriptor,
+                                   ignore_override=True)
+            if not values[name]:
+                self._hold_empty(name, types[name])
+
+    def _check_new_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        for p in params:
+            if p.name == "overlay_alpha" and not 0.0 <= float(p.value) <= 1.0:
+                return SetParametersResult(successful=False,
+                                           reason=f"overlay_alpha {p.value} is outside 0..1")
+        return SetParametersResult(successful=True)
+
+    def _apply_new_parameters(self, params: list[Parameter]) -> None:
+        s = self.settings
+        publish, alpha = dict(s.publish), s.overlay_alpha
+        for p in params:
+            if p.name == "overlay_alpha":
+                alpha = float(p.value)
+            elif p.name.startswith("publish_") and p.name[8:] in OUTPUTS:
+                publish[p.name[8:]] = bool(p.value)
+        self.settings = dataclasses.replace(s, overlay_alpha=alpha, publish=publish)
+
+    def _compressed_topic(self, image: str) -> str:
+        """``image``/compressed, following remaps of ``image`` as image_transport does."""
+        explicit = self.resolve_topic_name(f"{image}/compressed")
+        if explicit != self.resolve_topic_name(f"{image}/compressed", only_expand=True):
+            return explicit
+        return self.resolve_topic_name(image) + "/compressed"
+
+    def _network_input(self) -> str:
+        """The network input size as the log and the diagnostics state it."""
+        s, seg = self.settings, self.segmenter
+        if s.input_size is not None:
+            return f"{s.input_size[0]}x{s.input_size[1]}"
+        if not seg.card.input_rule:
+            return "each image's own size"
+        focal = f", focal {seg.focal_px:.1f} px" if seg.focal_px else ""
+        return f"automatic (model card rule{focal})"
+
+    # -- data path --------------------------------------------------------------------------
+
+    def _on_camera_info(self, cam: Camera, msg: CameraInfo) -> None:
+        fx = float(msg.k[0]) if len(msg.k) == 9 else 0.0
+        cam.focal_px = fx if math.isfinite(fx) and fx > 0 else None
+
+    def _on_image(self, index: int, msg: Image | CompressedImage) -> None:
+        now = time.monotonic()
+        cam = self.cameras[index]
+        cam.received.tick(now)
+        cam.gaps.add(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
+        try:
+            self._check(msg)
+        except SSNetError as exc:
+            self._reject(cam, exc)
+            return
+        if self._gatherer.put(index, (msg, now)):
+            cam.skipped.add()
+
+    def _work(self) -> None:
+        while (batch := self._gatherer.take(self.settings.batch_wait)) is not None:
+            frames = [_Frame(self.cameras[i], msg, received, set())
+                      for i, (msg, received) in batch]
+            try:
+                self._process(frames)
+            except Exception as exc:  # keep serving; a closing node may see destroyed handles
+                if self._gatherer.closed:
+                    return
+                for frame in frames:
+                    frame.camera.failed.add()
+                self._log_error(f"segmentation failed: {exc!r}")
+
+    def _reject(self, cam: Camera, exc: SSNetError) -> None:
+        cam.rejected.add()
+        self._log_error(f"rejected a malformed image: {exc}")
+
+    def _log_error(self, text: str) -> None:
+        """Log an error at most once per ERROR_LOG_PERIOD (rclpy's throttle costs ~1 ms)."""
+        now = time.monotonic()
+        if now - self._last_error_log >= ERROR_LOG_PERIOD:
+            self._last_error_log = now
+            suppressed, self._errors_suppressed = self._errors_suppressed, 0
+            more = f" ({suppressed} similar errors not logged)" if suppressed else ""
+            self.get_logger().error(text + more)
+        else:
+            self._errors_suppressed += 1
+
+    def _process(self, frames: list[_Frame]) -> None:
+        """Convert the frames, segment them together and publish each camera's outputs."""
+        s = self.settings
+        ready = []
+        for frame in frames:
+            frame.want = frame.camera.wanted(s.publish)
+            if not frame.want:
+                frame.camera.idle.add()
+                continue
+            t0 = time.perf_counter()
+            try:
+                frame.rgb = self._convert(frame.msg)
+            except SSNetError as exc:
+                self._reject(frame.camera, exc)
+                continue
+            frame.conversion = time.perf_counter() - t0
+            ready.append(frame)
+        if not ready:
+            return
+        t1 = time.perf_counter()
+        focals = {frame.camera.focal_px for frame in ready}
+        self.segmenter.set_focal_length(focals.pop() if len(focals) == 1 else None)
+        outputs = set().union(*(frame.want for frame in ready))
+        results = self.segmenter.render_batch([frame.rgb for frame in ready], outputs,
+                                              overlay_alpha=s.overlay_alpha)
+        inference = time.perf_counter() - t1
+        for frame, result in zip(ready, results):
+            t2 = time.perf_counter()
+            cam, header = frame.camera, frame.msg.header
+            for key in OUTPUTS:
+                if key in frame.want:
+                    make = mono8_msg if CHANNELS[key] == 1 else rgb8_msg
+                    cam.pubs[key].publish(make(result[key], header))
+                    cam.published[key].add()
+            cam.processed.tick()
+            cam.batch_size.add(float(len(ready)))
+            for stage, seconds in (("conversion", frame.conversion), ("inference", inference),
+                                   ("publishing", time.perf_counter() - t2),
+                                   ("total", time.monotonic() - frame.received)):
+                cam.latency[stage].add(seconds)
+
+    # -- diagnostics ------------------------------------------------------------------------
+
+    def _status(self, cam: Camera) -> DiagnosticStatus:
+        """A camera's health and statistics (rejections are counted as reported once)."""
+        seg, s = self.segmenter, self.settings
+        rate_in, rate_out = cam.received.rate(), cam.processed.rate()
+        rejected, failed = cam.rejected.value, cam.failed.value
+        new_rejects, cam.rejected_reported = rejected - cam.rejected_reported, rejected
+        new_failures, cam.failed_reported = failed - cam.failed_reported, failed
+        level, message = DiagnosticStatus.OK, f"{rate_in:.1f} Hz in, {rate_out:.1f} Hz out"
+        if cam.received.total == 0:
+            message = f"waiting for images on {cam.input_topic}"
+        elif new_rejects:
+            level, message = DiagnosticStatus.WARN, f"rejected {new_rejects} malformed images"
+        elif new_failures:
+            level, message = DiagnosticStatus.WARN, f"{new_failures} frames failed"
+        values = {
+            "input_rate_hz": f"{rate_in:.2f}", "output_rate_hz": f"{rate_out:.2f}",
+            "frames_received": cam.received.total, "frames_processed": cam.processed.total,
+            "frames_skipped": cam.skipped.value, "frames_rejected": rejected,
+            "frames_failed": failed, "frames_unwatched": cam.idle.value,
+            "frames_rejected_recent": new_rejects, "frames_failed_recent": new_failures,
+            "frames_lost_before_node": cam.gaps.lost,
+            "callback_errors": self.callback_errors,
+        }
+        for stage, window in cam.latency.items():
+            for q in (50, 99):
+                values[f"{stage}_p{q}_ms"] = f"{window.percentile_ms(q):.2f}"
+        values.update({f"published_{key}": c.value for key, c in cam.published.items()})
+        batch = cam.batch_size.percentile_ms(50) / 1000.0  # counts, not seconds
+        values.update({
+            "input_topic": cam.input_topic, "weights": str(seg.weights),
+            "device": str(seg.device), "precision": str(seg.dtype).removeprefix("torch."),
+            "network_input": self._network_input(),
+            "batch_size_p50": "nan" if batch != batch else f"{batch:.0f}",
+            "cuda_graphs": "on" if seg.cuda_graphs else
+            (f"off ({seg.graph_error})" if seg.graph_error else "off"),
+        })
+        if cam.name:
+            values["camera"] = cam.name
+        return DiagnosticStatus(level=level,
+                                name=status_name(self.get_fully_qualified_name(), cam.name),
+                                message=message, hardware_id=str(seg.device),
+                                values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+
+    def _publish_diagnostics(self) -> None:
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self._diagnostics.publish(DiagnosticArray(
+            header=header, status=[self._status(cam) for cam in self.cameras]))
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def callback_failed(self, exc: Exception) -> None:
+        """Count and log (throttled) an exception an executor callback raised; keep serving.
+
+        rclpy raises inside the executor for requests it cannot handle, e.g. a
+        SetParameters request whose ParameterValue.type is not a valid type byte."""
+        self.callback_errors += 1
+        self._log_error(f"ignored a failing callback or request: "
+                        f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+
+    def close(self, timeout: float = 1.0) -> bool:
+        """Stop the worker (waiting up to ``timeout`` s for a running frame) and destroy the
+        node; False when the worker is still busy with a frame (it stops after it)."""
+        self._gatherer.close()
+        self._worker.join(timeout)
+        finished = not self._worker.is_alive()
+        if not finished:
+            self.get_logger().warning("stopping while a frame is still being segmented")
+        self.destroy_node()
+        return finished
+
+
+def camera_info_topic(image_topic: str) -> str:
+    """The camera_info topic beside a resolved image topic, as image_transport's camera
+    subscriber reads it: ``/cam/image_raw`` -> ``/cam/camera_info``."""
+    base = image_topic.rsplit("/", 1)[0] if "/" in image_topic else ""
+    return f"{base}/camera_info" if base else "/camera_info"
+
+
+def status_name(fully_qualified_node_name: str, camera: str = "") -> str:
+    """A camera's DiagnosticStatus name: ``front/ssnet: semantic segmentation`` for the single
+    camera, ``ssnet: semantic segmentation of rear_left`` for camera rear_left."""
+    name = f"{fully_qualified_node_name.lstrip('/')}: semantic segmentation"
+    return f"{name} of {camera}" if camera else name
+
+
+def _reason(exc: ParameterException) -> str:
+    """rclpy's message without its trailing ': <parameter name>'."""
+    return str(exc).rsplit(": ", 1)[0]
+
+
+class _Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived while the node was starting (not an Exception, so that no
+    ``except Exception`` on the way, e.g. around torch.load, mistakes it for an error)."""
+
+
+#: oneDNN (PyTorch's CPU kernels) caches compiled primitives per input shape, 1024 by default;
+#: a node that sees many image sizes grew by 850 MB over 250 sizes. 128 holds the primitives of
+#: about five image sizes of SSNet; raise it (same variables) for more cameras of other sizes.
+CPU_KERNEL_CACHE = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "128", "LRU_CACHE_CAPACITY": "128"}
+
+
+def bound_cpu_kernel_cache() -> None:
+    """Bound oneDNN's per-shape caches unless the environment sets them (read lazily, so
+    this works as long as no convolution ran yet)."""
+    for key, value in CPU_KERNEL_CACHE.items():
+        os.environ.setdefault(key, value)
+
+
+def usage() -> str:
+    """Command-line help listing the parameters."""
+    lines = ["usage: segmentation_node [--ros-args -p NAME:=VALUE ... -r image:=TOPIC]", "",
+             "parameters:"]
+    for spec in PARAMETERS:
+        default = spec.default if spec.default != "" else '""'
+        lines.append(f"  {spec.name} ({spec.type.name.lower()}, default {default}): "
+                     f"{spec.description}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the node until SIGINT or SIGTERM; 0 on a clean stop, 1 when it cannot start."""
+    args = list(sys.argv if argv is None else argv)
+    try:
+        user_args = remove_ros_args(args)[1:]
+    except Exception as exc:  # a malformed --ros-args section (bad remap, bad -p)
+        text = " ".join(str(exc).split()).split(". Error:")[0].split(", at /")[0]
+        print(f"segmentation_node: cannot start: {text}", file=sys.stderr)
+        return 2
+    if user_args in (["-h"], ["--help"]):
+        print(usage())
+        return 0
+    if user_args:
+        print(f"segmentation_node: unexpected arguments {user_args}; parameters go after "
+              f"--ros-args as -p NAME:=VALUE (see --help)", file=sys.stderr)
+        return 2
+    try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except Exception as exc:  # malformed --ros-args
+        print(f"segmentation_node: cannot start: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    bound_cpu_kernel_cache()
+    stop = threading.Event()
+    ready = False
+
+    def on_signal(signum: int, frame: Any) -> None:
+        # Signal policy: the first SIGINT/SIGTERM stops the node; later ones (a double Ctrl-C,
+        # a launch system forwarding the signal) are ignored while it stops, which takes at
+        # most the worker's join timeout, so nothing is interrupted half-way.
+        first = not stop.is_set()
+        stop.set()
+        if first and not ready:
+            raise _Interrupted
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    node: SegmentationNode | None = None
+    code = 0
+    finished = True
+    try:
+        try:
+            node = SegmentationNode()
+        except (SSNetError, _Interrupted):
+            raise
+        except Exception as exc:  # e.g. an invalid topic name from a remap: one sentence
+            raise SSNetError(f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") \
+                from None
+        ready = True
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while not stop.is_set() and rclpy.ok():
+            try:
+                executor.spin_once(timeout_sec=0.1)
+            except Exception as exc:  # a peer's malformed request must not end the node
+                node.callback_failed(exc)
+        executor.shutdown(timeout_sec=0.2)
+    except SSNetError as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
+        code = 1
+    except _Interrupted:
+        pass
+    finally:
+        ready = True  # from here on every signal is ignored (see on_signal)
+        finished = node.close() if node is not None else True
+        rclpy.try_shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not finished:
+        # The worker is still inside the network; interpreter teardown would abort under it
+        # ("terminate called without an active exception"), so leave without teardown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

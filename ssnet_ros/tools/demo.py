@@ -1,0 +1,183 @@
+"""Demo: segment a folder of images through the real ROS 2 node and save what it publishes.
+
+    .venv/bin/ssnet-demo --images DIR --weights FILE --out demo_out
+
+Starts the node in its own process (real DDS, localhost only, the large-image Fast DDS
+profile), publishes every image of DIR in name order as a sensor_msgs/Image (frame_id
+``camera``), waits for the node's outputs and writes, per image NAME, NAME_input.png,
+NAME_color.png, NAME_overlay.png, NAME_drivable.png, NAME_labels.png (class ids as grey
+values) and NAME_panel.png (class overlay above the drivable mask tinted over the image,
+with a class-colour legend) into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SSNetError
+from ..core import options as cli
+from ..core.checkpoint import read_card
+from ..core.fileio import read_rgb, write_png
+from ..core.segmenter import DEFAULT_WEIGHTS, TRAIN_HINT, default_weights, resolve_weights
+from ..core.visualize import panel
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
+OUTPUTS = ("labels", "drivable_mask", "color", "overlay")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line interface of ssnet-demo."""
+    p = cli.parser("ssnet-demo", __doc__)
+    p.add_argument("--images", default="", help="folder of images (png, jpg, ...)")
+    cli.add(p, "--weights")
+    p.add_argument("--out", default="demo_out", help="output folder")
+    cli.add(p, "--input-height", "--input-width", "--device", "--limit")
+    p.add_argument("--encoding", choices=("bgr8", "rgb8"), default="bgr8",
+                   help="encoding of the published images, bgr8 like most cameras")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds to wait for the node to start and for each image")
+    cli.add(p, "--overwrite", "--no-progress")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def find_images(folder: str) -> list[Path]:
+    """The images in ``folder`` sorted by name; raise SSNetError saying how to give some."""
+    how = "give a folder of images, e.g. `make demo IMAGES=/path/to/pngs`"
+    if not folder:
+        raise SSNetError(f"no image folder given; {how}")
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise SSNetError(f"image folder {path} does not exist; {how}")
+    images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise SSNetError(f"image folder {path} holds no {'/'.join(IMAGE_SUFFIXES)} files; {how}")
+    return images
+
+
+def find_weights(weights: str) -> Path:
+    """``weights`` or the shipped default; raise SSNetError saying how to get a checkpoint."""
+    if weights:
+        path = resolve_weights(weights)
+        if not path.is_file():
+            raise SSNetError(f"weights file {path} does not exist; {TRAIN_HINT}")
+        return path
+    default = default_weights()
+    if default is None:
+        raise SSNetError(f"no weights given and this installation ships none ({DEFAULT_WEIGHTS})"
+                         f"; `make demo` needs WEIGHTS=/path/to/checkpoint.pt: {TRAIN_HINT}")
+    return default
+
+
+def pixels(msg: object) -> np.ndarray:
+    """An rgb8 or mono8 output Image as a numpy array."""
+    channels = 3 if msg.encoding == "rgb8" else 1  # type: ignore[attr-defined]
+    data = np.frombuffer(msg.data, np.uint8)  # type: ignore[attr-defined]
+    data = data.reshape(msg.height, msg.step)[:, :msg.width * channels]  # type: ignore
+    return data.reshape(msg.height, msg.width, channels).squeeze(2) if channels == 1 \
+        else data.reshape(msg.height, msg.width, 3)  # type: ignore[attr-defined]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Segment every image; return the exit status."""
+    size = cli.input_size(args)  # ValueError: a bad argument, before any work
+    images = find_images(args.images)[:args.limit or None]
+    weights = find_weights(args.weights)
+    card = read_card(weights)
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        raise SSNetError(f"output folder {out} exists and is not empty; pass --overwrite to "
+                         f"write into it")
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+    import rclpy
+    from tqdm import tqdm
+
+    from ..ros.client import SegmentationClient, image_msg, start_node, stop_node, \
+        use_large_image_profile
+
+    profile = use_large_image_profile()
+    namespace = f"/ssnet_demo_{os.getpid()}"  # away from any other ssnet on this domain
+    height, width = size or (0, 0)
+    params = {"weights": str(weights), "input_height": height, "input_width": width,
+              "device": args.device}
+    log = tempfile.NamedTemporaryFile("w+", prefix="ssnet_demo_node_", suffix=".log")
+    proc = start_node(params, {"__ns": namespace}, stdout=log)  # stderr too
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    client = SegmentationClient(context, outputs=OUTPUTS, namespace=namespace,
+                                name="ssnet_demo")
+    try:
+        print(f"starting the node ({weights}; Fast DDS profile {profile}) ...")
+        if not client.wait_for_node(args.timeout, proc):
+            log.seek(0)
+            print(f"error: the node did not come up:\n{log.read().strip()}", file=sys.stderr)
+            return 1
+        start, done, drivable = time.monotonic(), 0, []
+        for path in tqdm(images, desc="segmenting", unit="image", disable=args.no_progress):
+            try:
+                rgb = read_rgb(path)
+            except OSError as exc:
+                tqdm.write(f"skipping {path.name}: {exc}")
+                continue
+            result = None
+            for _ in range(3):  # a best-effort image can be lost; send it again
+                msg = image_msg(rgb, time.time_ns(), "camera", encoding=args.encoding)
+                client.send(msg)
+                result = client.wait_outputs(msg.header, timeout=args.timeout, proc=proc)
+                if result is not None or proc.poll() is not None:
+                    break
+            if result is None:
+                log.seek(0)
+                print(f"error: no answer for {path.name}:\n{log.read().strip()[-2000:]}",
+                      file=sys.stderr)
+                return 1
+            outputs = {key: pixels(result[key]) for key in OUTPUTS}
+            stem = out / path.stem
+            write_png(f"{stem}_input.png", rgb)
+            write_png(f"{stem}_color.png", outputs["color"])
+            write_png(f"{stem}_overlay.png", outputs["overlay"])
+            write_png(f"{stem}_drivable.png", outputs["drivable_mask"])
+            write_png(f"{stem}_labels.png", outputs["labels"])
+            write_png(f"{stem}_panel.png",
+                      panel(rgb, outputs["overlay"], outputs["drivable_mask"] > 0,
+                            card.class_names, card.palette, title=path.name))
+            drivable.append(float((outputs["drivable_mask"] > 0).mean()))
+            done += 1
+        seconds = time.monotonic() - start
+        print(f"segmented {done} of {len(images)} images in {seconds:.1f} s "
+              f"({seconds / max(done, 1):.2f} s per image through the node); "
+              f"mean drivable area {100 * np.mean(drivable) if drivable else 0:.1f}%; "
+              f"wrote 6 PNGs per image to {out}/")
+        return 0 if done == len(images) else 1
+    finally:
+        client.close()
+        stop_node(proc)
+        rclpy.try_shutdown(context=context)
+        log.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (ssnet-demo)."""
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (SSNetError, ValueError) as exc:
+        print(f"ssnet-demo: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

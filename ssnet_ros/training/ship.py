@@ -1,0 +1,114 @@
+"""``ssnet-ship``: make a final-fit checkpoint the shipped weights, its card saying how.
+
+A final fit trains on every labelled image, its validation split included, so its own
+validation figures mean nothing. The shipped card records instead (``metrics``):
+
+- ``validation``: the figures of the *selection run* (same recipe, validation data held
+  out) at its kept epoch, which is what the recipe is claimed to reach;
+- ``final_fit``: the final fit's figures on data it never trained on (e.g. the IDD-Lite
+  hold-out), taken from its own ``best.pt``;
+- ``training``: the final fit's datasets and recipe (from its card), plus the selection run's;
+- ``input_rule``: the package's current rule (:data:`ssnet_ros.core.input_size.DEFAULT_RULE`).
+
+``--eval`` / ``--selection-eval`` take ``metrics.json`` files of ``ssnet-eval`` runs (of the
+final fit / of the selection run, at the shipped rule's input size); each replaces the figures
+of its dataset and split.
+
+    ssnet-ship runs/final/final.pt --selection runs/select/best.pt \\
+        --final-eval runs/final/best.pt --out ssnet_ros/weights/ssnet_camvid.pt --overwrite
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..core import options as cli
+from ..core.checkpoint import load_checkpoint, read_card, save_checkpoint
+from ..errors import SSNetError
+from ..core.input_size import DEFAULT_RULE
+
+
+FIELDS = ("images", "label_space", "miou", "pixel_accuracy", "mean_class_accuracy",
+          "per_class_iou", "drivable")
+
+
+def read_eval(path: Path) -> tuple[str, dict[str, Any]]:
+    """(dataset/split, figures) of an ssnet-eval metrics.json."""
+    try:
+        data = json.loads(Path(path).read_text())
+        key = f"{data['dataset']}/{data['split']}"
+        figures = {k: data.get(k) for k in FIELDS}
+        figures["input_size"] = data.get("input_size")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SSNetError(f"{path} is not an ssnet-eval metrics.json ({exc})") from None
+    return key, figures
+
+
+def ship(final: Path, selection: Path, out: Path, *, final_eval: Path | None = None,
+         evals: Sequence[Path] = (), selection_evals: Sequence[Path] = (),
+         overwrite: bool = False) -> Path:
+    """Write ``final``'s weights to ``out`` with the card described in the module doc."""
+    if out.exists() and not overwrite:
+        raise SSNetError(f"output {out} exists; pass --overwrite to replace it")
+    model, card = load_checkpoint(final)
+    chosen = read_card(selection)
+    if chosen.model != card.model or chosen.class_names != card.class_names:
+        raise SSNetError(f"selection run {selection} ({chosen.model}, "
+                         f"{len(chosen.class_names)} classes) is not the model of {final}")
+    if "validation" not in chosen.metrics:
+        raise SSNetError(f"selection run {selection} has no validation figures in its card")
+    held_out = {}
+    if final_eval is not None:
+        evaluated = read_card(final_eval).metrics
+        if evaluated.get("epoch") != card.metrics.get("epoch"):
+            raise SSNetError(f"{final_eval} was validated at epoch {evaluated.get('epoch')}, "
+                             f"but {final} is epoch {card.metrics.get('epoch')}")
+        held_out = dict(evaluated.get("validation", {}))
+    held_out.update(read_eval(p) for p in evals)
+    chosen_figures = {**chosen.metrics["validation"], **dict(read_eval(p)
+                                                            for p in selection_evals)}
+    metrics = {
+        "source": "validation: the selection run (validation data held out) at its kept "
+                  "epoch; final_fit: these weights on data they never trained on",
+        "selection_score": chosen.metrics.get("selection_score"),
+        "epoch": chosen.metrics.get("epoch"),
+        "validation": chosen_figures,
+        "final_fit": {"epoch": card.metrics.get("epoch"), "validation": held_out},
+    }
+    training = {**card.training, "selection_run": chosen.training}
+    return save_checkpoint(out, model, card.replace(metrics=metrics, training=training,
+                                                    input_rule=dict(DEFAULT_RULE)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ssnet-ship."""
+    p = cli.parser("ssnet-ship", __doc__.split("\n\n")[0])
+    p.add_argument("final", type=Path, help="the final fit's checkpoint (final.pt)")
+    p.add_argument("--selection", required=True, type=Path,
+                   help="the selection run's best.pt (its validation figures are the claim)")
+    p.add_argument("--final-eval", type=Path, default=None,
+                   help="the final fit's best.pt, validated on data it never trained on")
+    p.add_argument("--eval", nargs="*", type=Path, default=[],
+                   help="ssnet-eval metrics.json files of the final fit on held-out data")
+    p.add_argument("--selection-eval", nargs="*", type=Path, default=[],
+                   help="ssnet-eval metrics.json files of the selection run")
+    p.add_argument("--out", required=True, type=Path, help="checkpoint to write")
+    cli.add(p, "--overwrite")
+    args = p.parse_args(argv)
+    try:
+        path = ship(args.final, args.selection, args.out, final_eval=args.final_eval,
+                    evals=args.eval, selection_evals=args.selection_eval,
+                    overwrite=args.overwrite)
+    except SSNetError as exc:
+        print(f"ssnet-ship: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
