@@ -1,9 +1,7 @@
 """The node bounds oneDNN's per-shape kernel caches: memory stops growing over many image sizes.
 
 Each size adds kernels to the caches. With the node's bound, memory plateaus once the caches are
-full; without it, it keeps growing. Comparing the growth after the first 100 sizes (when a bounded
-cache is full) separates the two far more reliably than the total growth, which malloc's own
-arenas dominate on some machines."""
+full: the growth after the first 100 sizes (when a bounded cache is full) stays small."""
 
 from __future__ import annotations
 
@@ -46,7 +44,21 @@ def growth_mb(mode: str) -> tuple[float, float]:
 
 @pytest.mark.slow
 def test_many_image_sizes_do_not_grow_the_node_without_bound() -> None:
-    (_, bounded), (_, default) = growth_mb("bounded"), growth_mb("default")
-    # measured here: bounded -13 and 95 MB, default 473 and 442 MB over the later 200 sizes
-    assert bounded < 0.5 * default, (bounded, default)
-    assert default - bounded > 150, (bounded, default)
+    _, bounded = growth_mb("bounded")
+    # measured over the later 200 sizes: bounded -13, 29 and 95 MB; without the bound oneDNN's
+    # caches grew by 442-473 MB on some runs and hardly at all on others (it depends on which
+    # kernels oneDNN picks on the machine), so only the bounded node's growth is asserted
+    assert bounded < 150, bounded
+
+
+def test_the_bound_keeps_what_the_environment_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ssnet_ros.ros.node import CPU_KERNEL_CACHE, bound_cpu_kernel_cache
+
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "512")
+    bound_cpu_kernel_cache()
+    import os
+
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == \
+        CPU_KERNEL_CACHE["ONEDNN_PRIMITIVE_CACHE_CAPACITY"]
+    assert os.environ["LRU_CACHE_CAPACITY"] == "512"

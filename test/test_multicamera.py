@@ -78,7 +78,7 @@ def test_close_releases_a_waiting_taker() -> None:
 def test_camera_names_are_validated() -> None:
     pytest.importorskip("rclpy")
     from ssnet_ros.errors import SSNetError
-    from ssnet_ros.ros.node import PARAMETERS, validate
+    from ssnet_ros.ros.parameters import PARAMETERS, validate
 
     values = {spec.name: spec.default for spec in PARAMETERS}
     assert validate({**values, "cameras": ["front", "rear/left"]}).cameras == \

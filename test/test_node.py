@@ -21,7 +21,7 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from ssnet_ros.ros.client import SegmentationClient, compress, image_msg, stamp_key, \
-    start_node, stop_node  # noqa: E402
+    node_command, start_node, stop_node  # noqa: E402
 from ssnet_ros.ros.node import OUTPUTS  # noqa: E402
 from ssnet_ros.core.visualize import colorize, overlay  # noqa: E402
 
@@ -547,3 +547,43 @@ def test_every_parameter_holds_a_value_and_typos_are_named(
     log = proc.stdout.read()
     assert "ignoring parameters this node does not have: overlay_alpah (did you mean " \
            "overlay_alpha?)" in log, log
+
+
+def test_a_dumped_parameter_file_loads_back_into_the_same_configuration(
+        ros_context: Any, ssnet_checkpoint_varied: Path, tmp_path: Path) -> None:
+    """Every listed parameter written as `ros2 param dump` writes it, then a second node
+    started with that file only: it holds the same values."""
+    import yaml
+    from rcl_interfaces.srv import ListParameters
+
+    def dump(namespace: str, proc: subprocess.Popen) -> dict[str, Any]:
+        client = SegmentationClient(ros_context, outputs=("labels",), namespace=namespace,
+                                    name=f"dump{namespace.strip('/')}")
+        try:
+            check_started(proc, client)
+            names = call(client, ListParameters, f"{namespace}/ssnet/list_parameters",
+                         ListParameters.Request()).result.names
+            reply = call(client, GetParameters, f"{namespace}/ssnet/get_parameters",
+                         GetParameters.Request(names=list(names)))
+            return {n: parameter_value_to_python(v) for n, v in zip(names, reply.values)}
+        finally:
+            client.close()
+
+    first = start_node({"weights": str(ssnet_checkpoint_varied), **NET, "overlay_alpha": 0.3,
+                        "publish_color": False, "diagnostics_period": 0.7}, {"__ns": "/dump1"})
+    try:
+        values = dump("/dump1", first)
+    finally:
+        assert stop_node(first) == 0
+    params_file = tmp_path / "ssnet.yaml"
+    params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": values}}))
+    cmd = node_command({}, {"__ns": "/dump2"}) + ["--params-file", str(params_file)]
+    second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        again = dump("/dump2", second)
+    finally:
+        assert stop_node(second) == 0
+    log = second.stdout.read()
+    assert again == values, log
+    assert values["overlay_alpha"] == 0.3 and values["publish_color"] is False
+    assert "ignoring parameters" not in log, log  # the derived ones are not overrides to warn of

@@ -62,10 +62,15 @@ def use_large_image_profile() -> str:
     return os.environ[PROFILE_ENV]
 
 
-def node_command(params: Mapping[str, Any], remaps: Mapping[str, str] | None = None
-                 ) -> list[str]:
-    """The command line running the node with ``params`` and topic ``remaps``."""
-    cmd = [sys.executable, "-m", "ssnet_ros.node", "--ros-args"]
+NODE_MODULE = "ssnet_ros.node"
+LIFECYCLE_MODULE = "ssnet_ros.ros.lifecycle"
+
+
+def node_command(params: Mapping[str, Any], remaps: Mapping[str, str] | None = None,
+                 module: str = NODE_MODULE) -> list[str]:
+    """The command line running the node (``module``: the plain or the lifecycle node) with
+    ``params`` and topic ``remaps``."""
+    cmd = [sys.executable, "-m", module, "--ros-args"]
     for name, value in params.items():
         cmd += ["-p", f"{name}:={_param_text(value)}"]
     for src, dst in (remaps or {}).items():
@@ -86,11 +91,12 @@ def _param_text(value: Any) -> str:
 
 
 def start_node(params: Mapping[str, Any], remaps: Mapping[str, str] | None = None, *,
-               env: Mapping[str, str] | None = None, **popen: Any) -> subprocess.Popen:
+               env: Mapping[str, str] | None = None, module: str = NODE_MODULE,
+               **popen: Any) -> subprocess.Popen:
     """Start the node in its own process (stdout and stderr default to pipes)."""
     popen.setdefault("stdout", subprocess.PIPE)
     popen.setdefault("stderr", subprocess.STDOUT)
-    return subprocess.Popen(node_command(params, remaps), env=dict(env or os.environ),
+    return subprocess.Popen(node_command(params, remaps, module), env=dict(env or os.environ),
                             text=True, **popen)
 
 
@@ -114,7 +120,8 @@ def stamp_key(header: Header) -> StampKey:
 class SegmentationClient:
     """A node publishing images to the ssnet node and collecting its outputs by stamp.
 
-    ``outputs`` names the outputs to subscribe to (keys of :data:`ssnet_ros.ros.node.OUTPUTS`);
+    ``outputs`` names the outputs to subscribe to (keys of
+    :data:`ssnet_ros.ros.parameters.OUTPUTS`);
     ``namespace`` is the ssnet node's namespace, ``node_name`` its name, ``camera`` one of its
     ``cameras`` ("" for a single-camera node: topics image and segmentation/*). The latest
     /diagnostics values of that node (and camera) are kept in :attr:`diagnostics` (key ->
@@ -154,7 +161,7 @@ class SegmentationClient:
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     def subscribe(self, key: str) -> None:
-        """Start receiving output ``key`` (a key of :data:`ssnet_ros.ros.node.OUTPUTS`)."""
+        """Start receiving output ``key`` (a key of :data:`ssnet_ros.ros.parameters.OUTPUTS`)."""
         self.subscriptions[key] = self.node.create_subscription(
             Image, self.prefix + OUTPUTS[key], lambda msg: self._store(key, msg), self._qos)
 

@@ -28,8 +28,7 @@ from typing import Any
 import rclpy
 import rclpy.logging
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
                                ParameterException)
 from rclpy.clock import Clock, ClockType
@@ -43,21 +42,16 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from .batching import FrameGatherer
+from .parameters import DERIVED_PARAMETERS, OUTPUTS, PARAMETERS, validate
 from .conversions import check_compressed, check_image, compressed_to_rgb, image_to_rgb, \
     mono8_msg, rgb8_msg
 from ..errors import SSNetError
 from ..core.render import CHANNELS
 from ..core.checkpoint import read_card
-from ..core.segmenter import PRECISIONS, Segmenter, resolve_device, resolve_precision, \
-    resolve_weights
+from ..core.segmenter import Segmenter, resolve_weights
 from ..core.stats import Counter, GapCounter, LatencyWindow, RateMeter
 
 NODE_NAME = "ssnet"
-TRANSPORTS = ("raw", "compressed")
-#: Output topics (relative to the node's namespace) keyed by their publish_* switch.
-OUTPUTS = {"labels": "segmentation/labels", "drivable_mask": "segmentation/drivable_mask",
-           "confidence": "segmentation/confidence", "color": "segmentation/color",
-           "overlay": "segmentation/overlay"}
 #: Input QoS: sensor data, newest only.
 INPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
                        history=HistoryPolicy.KEEP_LAST)
@@ -66,152 +60,7 @@ OUTPUT_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE,
                         history=HistoryPolicy.KEEP_LAST)
 ERROR_LOG_PERIOD = 5.0
 """Seconds between repeated error logs about rejected frames."""
-CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*")
 STAGES = ("conversion", "inference", "publishing", "total")
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One user-settable parameter: default, type, documentation and constraints."""
-
-    name: str
-    default: Any
-    type: Parameter.Type
-    description: str
-    dynamic: bool = False
-    """True when it may be changed while the node runs (else read-only)."""
-    range: tuple[float, float] | None = None
-    constraints: str = ""
-
-    def descriptor(self) -> ParameterDescriptor:
-        """The ParameterDescriptor the node declares."""
-        d = ParameterDescriptor(name=self.name, type=self.type.value,
-                                description=self.description,
-                                additional_constraints=self.constraints,
-                                read_only=not self.dynamic)
-        if self.range is not None and self.type == Parameter.Type.INTEGER:
-            d.integer_range = [IntegerRange(from_value=int(self.range[0]),
-                                            to_value=int(self.range[1]), step=1)]
-        elif self.range is not None:
-            d.floating_point_range = [FloatingPointRange(from_value=float(self.range[0]),
-                                                         to_value=float(self.range[1]), step=0.0)]
-        return d
-
-
-_T = Parameter.Type
-PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec("weights", "", _T.STRING,
-              "Checkpoint file (.pt) written by ssnet-train, or the name of one shipped with "
-              "the package (ssnet_camvid, fcn8s_camvid); empty uses ssnet_camvid."),
-    ParamSpec("device", "auto", _T.STRING,
-              "Inference device: auto (CUDA when available, else CPU), cpu, cuda or cuda:N.",
-              constraints="auto | cpu | cuda | cuda:N"),
-    ParamSpec("precision", "auto", _T.STRING,
-              "Inference precision: auto (fp16 on CUDA, fp32 on the CPU), fp32, fp16 (CUDA "
-              "only) or bf16.", constraints=" | ".join(PRECISIONS)),
-    ParamSpec("input_height", 0, _T.INTEGER,
-              "Network input height in pixels: images are resized to input_height x "
-              "input_width for inference and the results resized back; 0 (with input_width "
-              "0) picks the size automatically so the world appears at the scale the model "
-              "was trained for (the model card's rule, from the image size and the "
-              "camera_info focal length).", range=(0, 16384),
-              constraints="0 or >= 1 together with input_width"),
-    ParamSpec("input_width", 0, _T.INTEGER,
-              "Network input width in pixels; 0 (with input_height 0) picks the size "
-              "automatically (see input_height).", range=(0, 16384),
-              constraints="0 or >= 1 together with input_height"),
-    ParamSpec("drivable_classes", [], _T.STRING_ARRAY,
-              "Class names counted as drivable in segmentation/drivable_mask; empty uses the "
-              "checkpoint's list.", constraints="names from the class_names parameter"),
-    ParamSpec("input_transport", "raw", _T.STRING,
-              "raw subscribes to image (sensor_msgs/Image); compressed subscribes to "
-              "image/compressed (sensor_msgs/CompressedImage).",
-              constraints=" | ".join(TRANSPORTS)),
-    ParamSpec("overlay_alpha", 0.5, _T.DOUBLE,
-              "Weight of the class colours in segmentation/overlay (0 = camera image only, "
-              "1 = colours only).", dynamic=True, range=(0.0, 1.0)),
-    *(ParamSpec(f"publish_{key}", True, _T.BOOL,
-                f"Publish {topic}; it is computed only while someone subscribes to it.",
-                dynamic=True) for key, topic in OUTPUTS.items()),
-    ParamSpec("diagnostics_period", 1.0, _T.DOUBLE,
-              "Seconds between messages on /diagnostics.", range=(0.1, 60.0)),
-    ParamSpec("cameras", [], _T.STRING_ARRAY,
-              "Cameras served by this node: camera NAME reads NAME/image (or "
-              "NAME/image/compressed) and publishes NAME/segmentation/*; frames that arrive "
-              "together are segmented in one batch. Empty: one camera on image, outputs "
-              "segmentation/*.", constraints="unique names like front or rear_left"),
-    ParamSpec("batch_wait_ms", 5.0, _T.DOUBLE,
-              "With several cameras: after a batch's first frame arrived, wait at most this "
-              "long for the other cameras' frames (cameras silent for a second are not "
-              "waited for).", range=(0.0, 1000.0)),
-)
-#: Read-only parameters the node derives from the checkpoint (overrides are ignored).
-DERIVED_PARAMETERS = {
-    "class_names": "Class names of the checkpoint; a label value is an index into this list.",
-    "palette": "RGB colour of each class in segmentation/color, flattened: r0, g0, b0, r1, ...",
-    "drivable_ids": "Class ids marked 255 in segmentation/drivable_mask.",
-}
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Validated parameter values."""
-
-    weights: str
-    device: str
-    precision: str
-    input_size: tuple[int, int] | None
-    drivable_classes: tuple[str, ...] | None
-    input_transport: str
-    diagnostics_period: float
-    overlay_alpha: float
-    publish: dict[str, bool]
-    cameras: tuple[str, ...] = ()
-    """Camera names; empty for the single camera on ``image``."""
-    batch_wait: float = 0.005
-    """Seconds to wait for the other cameras' frames."""
-
-
-def validate(values: dict[str, Any]) -> Settings:
-    """Check parameter values (name -> value) for consistency; raise SSNetError naming one."""
-    device = str(values["device"])
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
-        raise SSNetError(f"parameter device is {device!r}; use auto, cpu, cuda or cuda:N")
-    precision = str(values["precision"])
-    if precision not in PRECISIONS:
-        raise SSNetError(f"parameter precision is {precision!r}; use one of "
-                         f"{', '.join(PRECISIONS)}")
-    try:
-        dev = resolve_device(device)
-    except SSNetError as exc:
-        raise SSNetError(f"parameter device: {exc}") from None
-    try:
-        resolve_precision(precision, dev)
-    except SSNetError as exc:
-        raise SSNetError(f"parameter precision: {exc}") from None
-    transport = str(values["input_transport"])
-    if transport not in TRANSPORTS:
-        raise SSNetError(f"parameter input_transport is {transport!r}; use raw or compressed")
-    h, w = int(values["input_height"]), int(values["input_width"])
-    if (h == 0) != (w == 0):
-        raise SSNetError(f"parameters input_height ({h}) and input_width ({w}) must both be 0 "
-                         f"(automatic size) or both be positive")
-    drivable = values["drivable_classes"] or None
-    cameras = tuple(str(c) for c in values["cameras"] or ())
-    for name in cameras:
-        if not CAMERA_NAME.fullmatch(name):
-            raise SSNetError(f"parameter cameras: {name!r} is not a camera name (letters, "
-                             f"digits and _, starting with a letter; / between levels)")
-    if len(set(cameras)) != len(cameras):
-        raise SSNetError(f"parameter cameras names a camera twice: {list(cameras)}")
-    return Settings(
-        weights=str(values["weights"]), device=device, precision=precision,
-        input_size=(h, w) if h else None,
-        drivable_classes=tuple(drivable) if drivable else None,
-        input_transport=transport, diagnostics_period=float(values["diagnostics_period"]),
-        overlay_alpha=float(values["overlay_alpha"]),
-        publish={key: bool(values[f"publish_{key}"]) for key in OUTPUTS},
-        cameras=cameras, batch_wait=float(values["batch_wait_ms"]) / 1000.0)
 
 
 class Camera:
@@ -254,15 +103,45 @@ class _Frame:
     conversion: float = 0.0
 
 
-class SegmentationNode(Node):
-    """Subscribes to camera images and publishes their semantic segmentation.
+class SegmentationBase:
+    """The segmentation node's behaviour, in phases both node kinds run (mixed into a Node):
 
-    Raises :class:`SSNetError` with one sentence when a parameter or the weights are unusable.
+    declare (parameters) -> load (validate them, load the weights, warm up) -> open outputs ->
+    open inputs (subscriptions, worker, diagnostics timer); and back: close inputs (nothing
+    queued is kept) -> close outputs -> unload. :class:`SegmentationNode` runs the first four
+    in its constructor; :class:`~ssnet_ros.ros.lifecycle.SegmentationLifecycleNode` runs them
+    in its lifecycle transitions.
     """
 
-    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
-        super().__init__(node_name, **kwargs)
-        self.settings = validate(self._declare_parameters())
+    segmenter: Segmenter | None
+    #: startup parameters may change while unconfigured (lifecycle node), never in the plain node
+    STARTUP_PARAMETERS_WRITABLE = False
+
+    def _init_state(self) -> None:
+        self.segmenter = None
+        self._last_error_log = -ERROR_LOG_PERIOD
+        self._errors_suppressed = 0
+        self.callback_errors = 0
+        """Exceptions raised inside executor callbacks (e.g. a peer's malformed request)."""
+        self.cameras: list[Camera] = []
+        self._gatherer: FrameGatherer[tuple[Any, float]] | None = None
+        self._worker: threading.Thread | None = None
+        self._inputs: list[Any] = []
+        self._timer: Any = None
+        self._diagnostics: Any = None
+        self._derived_declared = False
+        self._declaring = False
+        given = getattr(self, "_parameter_overrides", {}).get("drivable_classes")
+        self._drivable_given = bool(given is not None and given.value)
+        """drivable_classes came from the user (else it holds the checkpoint's names)."""
+        self.add_on_set_parameters_callback(self._check_new_parameters)
+        self.add_post_set_parameters_callback(self._apply_new_parameters)
+
+    def _load(self, values: dict[str, Any]) -> None:
+        """Validate ``values`` and load the weights; SSNetError with one sentence if unusable."""
+        if not self._drivable_given:  # the checkpoint's own names (they may have changed)
+            values = {**values, "drivable_classes": []}
+        self.settings = validate(values)
         s = self.settings
         try:
             self.segmenter = Segmenter(s.weights or None, device=s.device,
@@ -272,55 +151,109 @@ class SegmentationNode(Node):
             if s.drivable_classes and "drivable classes" in str(exc):
                 raise SSNetError(f"parameter drivable_classes: {exc}") from None
             raise
+        if not s.drivable_classes:  # hold the effective names, never "not set"
+            self._hold(Parameter("drivable_classes", Parameter.Type.STRING_ARRAY,
+                                 list(self.segmenter.card.drivable_classes)))
         self._declare_derived_parameters()
-        self._warn_unknown_overrides()
-        self.add_on_set_parameters_callback(self._check_new_parameters)
-        self.add_post_set_parameters_callback(self._apply_new_parameters)
 
-        self._last_error_log = -ERROR_LOG_PERIOD
-        self._errors_suppressed = 0
-        self.callback_errors = 0
-        """Exceptions raised inside executor callbacks (e.g. a peer's malformed request)."""
+    def _open_outputs(self) -> None:
+        s = self.settings
         self.cameras = [Camera(name) for name in s.cameras or ("",)]
-        self._gatherer: FrameGatherer[tuple[Any, float]] = FrameGatherer(len(self.cameras))
+        for cam in self.cameras:
+            cam.pubs = {key: self.create_publisher(Image, cam.prefix + topic, OUTPUT_QOS)
+                        for key, topic in OUTPUTS.items()}
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+    def _open_inputs(self) -> None:
+        s = self.settings
+        self._gatherer = FrameGatherer(len(self.cameras))
         raw = s.input_transport == "raw"
         self._convert, self._check = (image_to_rgb, check_image) if raw else \
             (compressed_to_rgb, check_compressed)
+        self._inputs = []
         for index, cam in enumerate(self.cameras):
-            cam.pubs = {key: self.create_publisher(Image, cam.prefix + topic, OUTPUT_QOS)
-                        for key, topic in OUTPUTS.items()}
             image = cam.prefix + "image"
             cam.input_topic = self.resolve_topic_name(image) if raw else \
                 self._compressed_topic(image)
-            self.create_subscription(Image if raw else CompressedImage, cam.input_topic,
-                                     lambda msg, i=index: self._on_image(i, msg), INPUT_QOS)
+            self._inputs.append(self.create_subscription(
+                Image if raw else CompressedImage, cam.input_topic,
+                lambda msg, i=index: self._on_image(i, msg), INPUT_QOS))
             cam.info_topic = camera_info_topic(self.resolve_topic_name(image) if raw else
                                                cam.input_topic.removesuffix("/compressed"))
-            self.create_subscription(CameraInfo, cam.info_topic,
-                                     lambda msg, c=cam: self._on_camera_info(c, msg), INPUT_QOS)
-        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+            self._inputs.append(self.create_subscription(
+                CameraInfo, cam.info_topic, lambda msg, c=cam: self._on_camera_info(c, msg),
+                INPUT_QOS))
         # a steady clock: diagnostics go on while a simulated /clock pauses
-        self.create_timer(s.diagnostics_period, self._publish_diagnostics,
-                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._timer = self.create_timer(s.diagnostics_period, self._publish_diagnostics,
+                                        clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._worker = threading.Thread(target=self._work, name="ssnet-worker", daemon=True)
         self._worker.start()
-        size = self._network_input()
+        assert self.segmenter is not None
         topics = ", ".join(cam.input_topic for cam in self.cameras)
         self.get_logger().info(
             f"segmenting {topics} ({s.input_transport}) with "
             f"{self.segmenter.weights} on {self.segmenter.device} "
-            f"({str(self.segmenter.dtype).removeprefix('torch.')}), network input {size}")
+            f"({str(self.segmenter.dtype).removeprefix('torch.')}), network input "
+            f"{self._network_input()}")
+
+    def _close_inputs(self, timeout: float = 1.0) -> bool:
+        """Stop taking frames: drop what waits, let the worker finish the frame in hand (up
+        to ``timeout`` s); False when it is still busy (it stops after it)."""
+        for sub in self._inputs:
+            self.destroy_subscription(sub)
+        self._inputs = []
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = None
+        finished = True
+        if self._gatherer is not None:
+            self._gatherer.close()
+        if self._worker is not None:
+            self._worker.join(timeout)
+            finished = not self._worker.is_alive()
+            if not finished:
+                self.get_logger().warning("stopping while a frame is still being segmented")
+        self._worker = None
+        return finished
+
+    def _close_outputs(self) -> None:
+        for cam in self.cameras:
+            for pub in cam.pubs.values():
+                self.destroy_publisher(pub)
+        if self._diagnostics is not None:
+            self.destroy_publisher(self._diagnostics)
+            self._diagnostics = None
+        self.cameras = []
+
+    def _unload(self) -> None:
+        """Release the model (and the GPU memory it held)."""
+        self.segmenter = None
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     # -- parameters -------------------------------------------------------------------------
 
     def _declare_parameters(self) -> dict[str, Any]:
+        self._declaring = True
+        try:
+            return self._declare_each()
+        finally:
+            self._declaring = False
+
+    def _declare_each(self) -> dict[str, Any]:
         values = {}
         for spec in PARAMETERS:
             default = spec.type if spec.default == [] else spec.default  # rclpy: typed empty
             if spec.name == "drivable_classes":  # hold the effective names, never "not set"
                 default = self._checkpoint_drivable(values["weights"]) or default
             try:
-                param = self.declare_parameter(spec.name, default, spec.descriptor())
+                param = self.declare_parameter(
+                    spec.name, default, spec.descriptor(self.STARTUP_PARAMETERS_WRITABLE))
             except InvalidParameterTypeException as exc:
                 raise SSNetError(f"parameter {spec.name} must be of type "
                                  f"{spec.type.name.lower()} ({_reason(exc)})") from None
@@ -344,7 +277,19 @@ class SegmentationNode(Node):
         rclpy declares ``[]`` defaults as "not set", and answers a GetParameters request that
         names one with no values at all (``ros2 param dump`` gets nothing). rclpy has no public
         way to give a read-only parameter a typed empty array, so it is set in its table."""
-        self._parameters[name] = Parameter(name, kind, [])
+        self._hold(Parameter(name, kind, []))
+
+    def _hold(self, param: Parameter) -> None:
+        """Set a (read-only) parameter's value the node derives itself."""
+        self._parameters[param.name] = param  # type: ignore[attr-defined]
+
+    def _current_values(self) -> dict[str, Any]:
+        """The user-settable parameters' current values (name -> value)."""
+        values = {}
+        for spec in PARAMETERS:
+            value = self.get_parameter(spec.name).value  # type: ignore[attr-defined]
+            values[spec.name] = [] if value is None else value
+        return values
 
     @staticmethod
     def _checkpoint_drivable(weights: str) -> list[str]:
@@ -358,7 +303,8 @@ class SegmentationNode(Node):
     def _warn_unknown_overrides(self) -> None:
         """One warning naming overrides of parameters this node does not declare."""
         declared = [spec.name for spec in PARAMETERS] + list(DERIVED_PARAMETERS)
-        unknown = sorted(set(self._parameter_overrides) - set(declared) - {"use_sim_time"})
+        unknown = sorted(n for n in self._parameter_overrides  # rclpy declares some itself
+                         if n not in declared and not self.has_parameter(n))
         if unknown:
             hints = []
             for name in unknown:
@@ -369,27 +315,41 @@ class SegmentationNode(Node):
 
     def _declare_derived_parameters(self) -> None:
         seg = self.segmenter
+        assert seg is not None
         values = {"class_names": list(seg.class_names),
                   "palette": [int(v) for colour in seg.palette for v in colour],
                   "drivable_ids": [int(i) for i in seg.drivable_ids]}
-        types = {"class_names": _T.STRING_ARRAY, "palette": _T.INTEGER_ARRAY,
-                 "drivable_ids": _T.INTEGER_ARRAY}
+        types = {"class_names": Parameter.Type.STRING_ARRAY,
+                 "palette": Parameter.Type.INTEGER_ARRAY,
+                 "drivable_ids": Parameter.Type.INTEGER_ARRAY}
         for name, description in DERIVED_PARAMETERS.items():
+            if self._derived_declared:  # configured again (lifecycle): new values
+                self._hold(Parameter(name, types[name], values[name]))
+                continue
             descriptor = ParameterDescriptor(name=name, type=types[name].value, read_only=True,
                                              description=description)
             self.declare_parameter(name, values[name] or types[name], descriptor,
                                    ignore_override=True)
             if not values[name]:
                 self._hold_empty(name, types[name])
+        self._derived_declared = True
 
     def _check_new_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        startup = {spec.name for spec in PARAMETERS if not spec.dynamic}
         for p in params:
+            if p.name in startup and self.segmenter is not None:
+                return SetParametersResult(successful=False, reason=(
+                    f"{p.name} is read while configuring; clean the node up first"))
             if p.name == "overlay_alpha" and not 0.0 <= float(p.value) <= 1.0:
                 return SetParametersResult(successful=False,
                                            reason=f"overlay_alpha {p.value} is outside 0..1")
         return SetParametersResult(successful=True)
 
     def _apply_new_parameters(self, params: list[Parameter]) -> None:
+        if self.segmenter is None:  # not configured: read at the next configure
+            if not self._declaring:
+                self._drivable_given |= any(p.name == "drivable_classes" for p in params)
+            return
         s = self.settings
         publish, alpha = dict(s.publish), s.overlay_alpha
         for p in params:
@@ -568,13 +528,25 @@ class SegmentationNode(Node):
     def close(self, timeout: float = 1.0) -> bool:
         """Stop the worker (waiting up to ``timeout`` s for a running frame) and destroy the
         node; False when the worker is still busy with a frame (it stops after it)."""
-        self._gatherer.close()
-        self._worker.join(timeout)
-        finished = not self._worker.is_alive()
-        if not finished:
-            self.get_logger().warning("stopping while a frame is still being segmented")
-        self.destroy_node()
+        finished = self._close_inputs(timeout)
+        self.destroy_node()  # type: ignore[attr-defined]
         return finished
+
+
+class SegmentationNode(SegmentationBase, Node):
+    """Subscribes to camera images and publishes their semantic segmentation.
+
+    Raises :class:`SSNetError` with one sentence when a parameter or the weights are unusable.
+    """
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        Node.__init__(self, node_name, **kwargs)
+        self._init_state()
+        values = self._declare_parameters()
+        self._load(values)
+        self._warn_unknown_overrides()
+        self._open_outputs()
+        self._open_inputs()
 
 
 def camera_info_topic(image_topic: str) -> str:
@@ -614,9 +586,9 @@ def bound_cpu_kernel_cache() -> None:
         os.environ.setdefault(key, value)
 
 
-def usage() -> str:
+def usage(program: str = "segmentation_node") -> str:
     """Command-line help listing the parameters."""
-    lines = ["usage: segmentation_node [--ros-args -p NAME:=VALUE ... -r image:=TOPIC]", "",
+    lines = [f"usage: {program} [--ros-args -p NAME:=VALUE ... -r image:=TOPIC]", "",
              "parameters:"]
     for spec in PARAMETERS:
         default = spec.default if spec.default != "" else '""'
@@ -625,26 +597,30 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the node until SIGINT or SIGTERM; 0 on a clean stop, 1 when it cannot start."""
+def main(argv: list[str] | None = None, node_class: type | None = None,
+         program: str = "segmentation_node") -> int:
+    """Run the node until SIGINT or SIGTERM; 0 on a clean stop, 1 when it cannot start.
+
+    ``node_class`` is SegmentationNode, or the lifecycle node (which starts unconfigured)."""
+    node_class = node_class or SegmentationNode
     args = list(sys.argv if argv is None else argv)
     try:
         user_args = remove_ros_args(args)[1:]
     except Exception as exc:  # a malformed --ros-args section (bad remap, bad -p)
         text = " ".join(str(exc).split()).split(". Error:")[0].split(", at /")[0]
-        print(f"segmentation_node: cannot start: {text}", file=sys.stderr)
+        print(f"{program}: cannot start: {text}", file=sys.stderr)
         return 2
     if user_args in (["-h"], ["--help"]):
-        print(usage())
+        print(usage(program))
         return 0
     if user_args:
-        print(f"segmentation_node: unexpected arguments {user_args}; parameters go after "
+        print(f"{program}: unexpected arguments {user_args}; parameters go after "
               f"--ros-args as -p NAME:=VALUE (see --help)", file=sys.stderr)
         return 2
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     except Exception as exc:  # malformed --ros-args
-        print(f"segmentation_node: cannot start: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"{program}: cannot start: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     bound_cpu_kernel_cache()
     stop = threading.Event()
@@ -660,12 +636,12 @@ def main(argv: list[str] | None = None) -> int:
             raise _Interrupted
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    node: SegmentationNode | None = None
+    node: Any = None
     code = 0
     finished = True
     try:
         try:
-            node = SegmentationNode()
+            node = node_class()
         except (SSNetError, _Interrupted):
             raise
         except Exception as exc:  # e.g. an invalid topic name from a remap: one sentence

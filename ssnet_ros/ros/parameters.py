@@ -1,0 +1,167 @@
+"""The node's parameters: each declared with a descriptor (type, range, documentation), its
+default (config/ssnet.yaml and the README table hold the same), and validated together into
+:class:`Settings` before the node starts or takes a change."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.parameter import Parameter
+
+from ..core.segmenter import PRECISIONS, resolve_device, resolve_precision
+from ..errors import SSNetError
+
+TRANSPORTS = ("raw", "compressed")
+#: Output topics (relative to the node's namespace) keyed by their publish_* switch.
+OUTPUTS = {"labels": "segmentation/labels", "drivable_mask": "segmentation/drivable_mask",
+           "confidence": "segmentation/confidence", "color": "segmentation/color",
+           "overlay": "segmentation/overlay"}
+CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One user-settable parameter: default, type, documentation and constraints."""
+
+    name: str
+    default: Any
+    type: Parameter.Type
+    description: str
+    dynamic: bool = False
+    """True when it may be changed while the node runs (else read-only)."""
+    range: tuple[float, float] | None = None
+    constraints: str = ""
+
+    def descriptor(self, startup_writable: bool = False) -> ParameterDescriptor:
+        """The ParameterDescriptor the node declares; a startup parameter is read-only unless
+        ``startup_writable`` (the lifecycle node takes changes while unconfigured)."""
+        d = ParameterDescriptor(name=self.name, type=self.type.value,
+                                description=self.description,
+                                additional_constraints=self.constraints,
+                                read_only=not (self.dynamic or startup_writable))
+        if self.range is not None and self.type == Parameter.Type.INTEGER:
+            d.integer_range = [IntegerRange(from_value=int(self.range[0]),
+                                            to_value=int(self.range[1]), step=1)]
+        elif self.range is not None:
+            d.floating_point_range = [FloatingPointRange(from_value=float(self.range[0]),
+                                                         to_value=float(self.range[1]), step=0.0)]
+        return d
+
+
+_T = Parameter.Type
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("weights", "", _T.STRING,
+              "Checkpoint file (.pt) written by ssnet-train, or the name of one shipped with "
+              "the package (ssnet_camvid, fcn8s_camvid); empty uses ssnet_camvid."),
+    ParamSpec("device", "auto", _T.STRING,
+              "Inference device: auto (CUDA when available, else CPU), cpu, cuda or cuda:N.",
+              constraints="auto | cpu | cuda | cuda:N"),
+    ParamSpec("precision", "auto", _T.STRING,
+              "Inference precision: auto (fp16 on CUDA, fp32 on the CPU), fp32, fp16 (CUDA "
+              "only) or bf16.", constraints=" | ".join(PRECISIONS)),
+    ParamSpec("input_height", 0, _T.INTEGER,
+              "Network input height in pixels: images are resized to input_height x "
+              "input_width for inference and the results resized back; 0 (with input_width "
+              "0) picks the size automatically so the world appears at the scale the model "
+              "was trained for (the model card's rule, from the image size and the "
+              "camera_info focal length).", range=(0, 16384),
+              constraints="0 or >= 1 together with input_width"),
+    ParamSpec("input_width", 0, _T.INTEGER,
+              "Network input width in pixels; 0 (with input_height 0) picks the size "
+              "automatically (see input_height).", range=(0, 16384),
+              constraints="0 or >= 1 together with input_height"),
+    ParamSpec("drivable_classes", [], _T.STRING_ARRAY,
+              "Class names counted as drivable in segmentation/drivable_mask; empty uses the "
+              "checkpoint's list.", constraints="names from the class_names parameter"),
+    ParamSpec("input_transport", "raw", _T.STRING,
+              "raw subscribes to image (sensor_msgs/Image); compressed subscribes to "
+              "image/compressed (sensor_msgs/CompressedImage).",
+              constraints=" | ".join(TRANSPORTS)),
+    ParamSpec("overlay_alpha", 0.5, _T.DOUBLE,
+              "Weight of the class colours in segmentation/overlay (0 = camera image only, "
+              "1 = colours only).", dynamic=True, range=(0.0, 1.0)),
+    *(ParamSpec(f"publish_{key}", True, _T.BOOL,
+                f"Publish {topic}; it is computed only while someone subscribes to it.",
+                dynamic=True) for key, topic in OUTPUTS.items()),
+    ParamSpec("diagnostics_period", 1.0, _T.DOUBLE,
+              "Seconds between messages on /diagnostics.", range=(0.1, 60.0)),
+    ParamSpec("cameras", [], _T.STRING_ARRAY,
+              "Cameras served by this node: camera NAME reads NAME/image (or "
+              "NAME/image/compressed) and publishes NAME/segmentation/*; frames that arrive "
+              "together are segmented in one batch. Empty: one camera on image, outputs "
+              "segmentation/*.", constraints="unique names like front or rear_left"),
+    ParamSpec("batch_wait_ms", 5.0, _T.DOUBLE,
+              "With several cameras: after a batch's first frame arrived, wait at most this "
+              "long for the other cameras' frames (cameras silent for a second are not "
+              "waited for).", range=(0.0, 1000.0)),
+)
+#: Read-only parameters the node derives from the checkpoint (overrides are ignored).
+DERIVED_PARAMETERS = {
+    "class_names": "Class names of the checkpoint; a label value is an index into this list.",
+    "palette": "RGB colour of each class in segmentation/color, flattened: r0, g0, b0, r1, ...",
+    "drivable_ids": "Class ids marked 255 in segmentation/drivable_mask.",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated parameter values."""
+
+    weights: str
+    device: str
+    precision: str
+    input_size: tuple[int, int] | None
+    drivable_classes: tuple[str, ...] | None
+    input_transport: str
+    diagnostics_period: float
+    overlay_alpha: float
+    publish: dict[str, bool]
+    cameras: tuple[str, ...] = ()
+    """Camera names; empty for the single camera on ``image``."""
+    batch_wait: float = 0.005
+    """Seconds to wait for the other cameras' frames."""
+
+
+def validate(values: dict[str, Any]) -> Settings:
+    """Check parameter values (name -> value) for consistency; raise SSNetError naming one."""
+    device = str(values["device"])
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise SSNetError(f"parameter device is {device!r}; use auto, cpu, cuda or cuda:N")
+    precision = str(values["precision"])
+    if precision not in PRECISIONS:
+        raise SSNetError(f"parameter precision is {precision!r}; use one of "
+                         f"{', '.join(PRECISIONS)}")
+    try:
+        dev = resolve_device(device)
+    except SSNetError as exc:
+        raise SSNetError(f"parameter device: {exc}") from None
+    try:
+        resolve_precision(precision, dev)
+    except SSNetError as exc:
+        raise SSNetError(f"parameter precision: {exc}") from None
+    transport = str(values["input_transport"])
+    if transport not in TRANSPORTS:
+        raise SSNetError(f"parameter input_transport is {transport!r}; use raw or compressed")
+    h, w = int(values["input_height"]), int(values["input_width"])
+    if (h == 0) != (w == 0):
+        raise SSNetError(f"parameters input_height ({h}) and input_width ({w}) must both be 0 "
+                         f"(automatic size) or both be positive")
+    drivable = values["drivable_classes"] or None
+    cameras = tuple(str(c) for c in values["cameras"] or ())
+    for name in cameras:
+        if not CAMERA_NAME.fullmatch(name):
+            raise SSNetError(f"parameter cameras: {name!r} is not a camera name (letters, "
+                             f"digits and _, starting with a letter; / between levels)")
+    if len(set(cameras)) != len(cameras):
+        raise SSNetError(f"parameter cameras names a camera twice: {list(cameras)}")
+    return Settings(
+        weights=str(values["weights"]), device=device, precision=precision,
+        input_size=(h, w) if h else None,
+        drivable_classes=tuple(drivable) if drivable else None,
+        input_transport=transport, diagnostics_period=float(values["diagnostics_period"]),
+        overlay_alpha=float(values["overlay_alpha"]),
+        publish={key: bool(values[f"publish_{key}"]) for key in OUTPUTS},
+        cameras=cameras, batch_wait=float(values["batch_wait_ms"]) / 1000.0)
