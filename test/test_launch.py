@@ -7,7 +7,6 @@ source (what it starts, which files it uses) and, where ``launch`` exists, also 
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import os
 import subprocess
