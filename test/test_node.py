@@ -77,6 +77,20 @@ def call(client: SegmentationClient, srv_type: Any, name: str, request: Any) -> 
         client.node.destroy_client(cli)
 
 
+def settle(client: SegmentationClient, quiet: float = 1.5, timeout: float = 30.0) -> None:
+    """Wait until the node's frame counters stay unchanged for ``quiet`` s."""
+    keys = ("frames_received", "frames_processed")
+    deadline = time.monotonic() + timeout
+    last, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        assert wait_diag(client, lambda d: True)
+        now = tuple(diag_int(client, k) for k in keys)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+
+
 def get_params(client: SegmentationClient, names: list[str]) -> dict[str, Any]:
     request = GetParameters.Request(names=names)
     reply = call(client, GetParameters, "/ssnet/get_parameters", request)
@@ -233,6 +247,7 @@ def test_a_fast_stream_is_answered_newest_first_without_backlog(
         client_factory: Any, node: subprocess.Popen) -> None:
     client = client_factory()
     assert wait_diag(client, lambda d: True)
+    settle(client)
     base = {key: diag_int(client, key) for key in
             ("frames_received", "frames_processed", "frames_skipped")}
     frames = [image_msg(scene(375, 1242, i), 0, encoding="bgr8") for i in range(3)]
@@ -320,6 +335,7 @@ def test_malformed_images_are_rejected_counted_and_valid_ones_still_answered(
         client_factory: Any, node: subprocess.Popen) -> None:
     client = client_factory(outputs=("labels",), publisher_depth=10)
     assert wait_diag(client, lambda d: True)
+    settle(client)  # a start-up probe still in flight would count as processed below
     base = {key: diag_int(client, key) for key in
             ("frames_received", "frames_processed", "frames_rejected", "frames_skipped")}
     bad = malformed_images(1000)

@@ -106,6 +106,15 @@ def test_two_datasets_train_through_the_set_valued_loss(tmp_path: Path) -> None:
     assert card.metrics["final_fit"]["validation"]["idd_lite/holdout"]["images"] == 9
     assert card.metrics["validation"]["idd_lite/holdout"]["drivable"]["iou"] == 0.5
     assert card.metrics["validation"]["camvid/val"]["miou"] is not None
+    # a final fit that continues the shipped one keeps its selection run as the claim
+    again = tmp_path / "shipped_again.pt"
+    assert ship_main([str(out / "final.pt"), "--selection", str(shipped),
+                      "--out", str(again)]) == 0
+    card = read_card(again)
+    assert card.metrics["validation"]["idd_lite/holdout"]["drivable"]["iou"] == 0.5
+    assert card.training["selection_run"]["datasets"][1]["name"] == "idd_lite"
+    assert "selection_run" not in card.training["continues"]
+    assert "continues an earlier shipped final fit" in card.metrics["source"]
 
 
 def test_mismatched_per_dataset_options_are_one_error(tmp_path: Path,

@@ -10,6 +10,10 @@ validation figures mean nothing. The shipped card records instead (``metrics``):
 - ``training``: the final fit's datasets and recipe (from its card), plus the selection run's;
 - ``input_rule``: the package's current rule (:data:`ssnet_ros.core.input_size.DEFAULT_RULE`).
 
+A final fit may continue an earlier shipped one (``ssnet-train --init`` of the shipped
+weights, more steps of the same data): pass that shipped checkpoint as ``--selection``. Its
+selection run stays the claim, and ``training["continues"]`` records the earlier stage.
+
 ``--eval`` / ``--selection-eval`` take ``metrics.json`` files of ``ssnet-eval`` runs (of the
 final fit / of the selection run, at the shipped rule's input size); each replaces the figures
 of its dataset and split.
@@ -79,7 +83,14 @@ def ship(final: Path, selection: Path, out: Path, *, final_eval: Path | None = N
         "validation": chosen_figures,
         "final_fit": {"epoch": card.metrics.get("epoch"), "validation": held_out},
     }
-    training = {**card.training, "selection_run": chosen.training}
+    if "selection_run" in chosen.training:  # a shipped card: this final fit continues it
+        earlier = {k: v for k, v in chosen.training.items() if k != "selection_run"}
+        training = {**card.training, "selection_run": chosen.training["selection_run"],
+                    "continues": earlier}
+        metrics["source"] += ("; the final fit continues an earlier shipped final fit "
+                              "(training.continues), which the selection run matched")
+    else:
+        training = {**card.training, "selection_run": chosen.training}
     return save_checkpoint(out, model, card.replace(metrics=metrics, training=training,
                                                     input_rule=dict(DEFAULT_RULE)))
 
