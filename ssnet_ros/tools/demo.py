@@ -7,7 +7,9 @@ profile), publishes every image of DIR in name order as a sensor_msgs/Image (fra
 ``camera``), waits for the node's outputs and writes, per image NAME, NAME_input.png,
 NAME_color.png, NAME_overlay.png, NAME_drivable.png, NAME_labels.png (class ids as grey
 values) and NAME_panel.png (class overlay above the drivable mask tinted over the image,
-with a class-colour legend) into --out.
+with a class-colour legend) into --out. For KITTI-sized frames (the default images) it also
+writes NAME_grid.png: the drivable mask projected onto the ground with KITTI's published
+calibration, 40 m ahead and 20 m to each side (drivable green, not drivable red, unknown grey).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..core import options as cli
 from ..core.checkpoint import read_card
 from ..core.fileio import read_rgb, write_png
 from ..core.segmenter import DEFAULT_WEIGHTS, TRAIN_HINT, default_weights, resolve_weights
+from ..core.ground_grid import GridSpec, grid_lookup, grid_picture, kitti_camera, sample_grid
 from ..core.visualize import panel
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
@@ -77,6 +80,23 @@ def find_weights(weights: str) -> Path:
         raise SSNetError(f"no weights given and this installation ships none ({DEFAULT_WEIGHTS})"
                          f"; `make demo` needs WEIGHTS=/path/to/checkpoint.pt: {TRAIN_HINT}")
     return default
+
+
+DEMO_GRID = GridSpec(resolution=0.1, x_range=(0.0, 40.0), y_range=(-20.0, 20.0))
+
+
+def is_kitti_size(height: int, width: int) -> bool:
+    """Frames of KITTI's colour cameras (1224-1242 x 370-376)."""
+    return 1224 <= width <= 1242 and 370 <= height <= 376
+
+
+def kitti_grid_picture(drivable: np.ndarray) -> np.ndarray:
+    """The drivable mask on the ground, 40 m ahead and 20 m each side, with KITTI's published
+    calibration (fx = fy = 721.5377, cx = 609.5593, cy = 172.854; level, 1.65 m up)."""
+    h, w = drivable.shape
+    camera = kitti_camera(w, h)
+    data = sample_grid(grid_lookup(camera, DEMO_GRID, (h, w)), drivable)
+    return grid_picture(data, DEMO_GRID, cell_px=1)
 
 
 def pixels(msg: object) -> np.ndarray:
@@ -152,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
             write_png(f"{stem}_panel.png",
                       panel(rgb, outputs["overlay"], outputs["drivable_mask"] > 0,
                             card.class_names, card.palette, title=path.name))
+            if is_kitti_size(*rgb.shape[:2]):
+                write_png(f"{stem}_grid.png", kitti_grid_picture(outputs["drivable_mask"] > 0))
             drivable.append(float((outputs["drivable_mask"] > 0).mean()))
             done += 1
         seconds = time.monotonic() - start

@@ -1,0 +1,221 @@
+"""Project a drivable mask onto the ground plane: a bird's-eye grid for planners.
+
+Flat ground is the model: the grid frame's z = 0 plane is the road. Each grid cell's centre is
+projected into the camera once per (calibration, extrinsics, grid) (:func:`grid_lookup`); each
+frame then only samples the mask at those pixels (:func:`sample_grid`). Cell values follow
+nav_msgs/OccupancyGrid: 0 drivable, 100 seen and not drivable, -1 unknown (outside the image,
+above the horizon, behind the camera, or farther than the image resolves, see
+:data:`MAX_ROW_FOOTPRINT_M`). Where the ground is not flat (slopes, kerbs) or a pixel shows an
+object rather than the ground (a car's roof), the projected cell is wrong: those pixels are
+mapped to where the ray meets z = 0.
+
+Frames (REP 103): the camera *body* frame has x along the optical axis, y left, z up; the
+*optical* frame (which K applies to) has z along the axis, x right, y down.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import SSNetError
+
+UNKNOWN, FREE, OCCUPIED = -1, 0, 100
+MAX_ROW_FOOTPRINT_M = 0.5
+"""A cell is unknown where one image row spans more than this much ground along the ray
+(about d^2 / (fy * height) at distance d): at KITTI's resolution (fy 721.5, camera 1.65 m up)
+that is about 24 m ahead, so 3-20 m is covered."""
+#: rotation taking optical-frame vectors to the camera body frame (columns: optical x, y, z)
+BODY_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "")
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """Cells of ``resolution`` metres over ``x_range`` x ``y_range`` of the grid frame."""
+
+    resolution: float = 0.1
+    x_range: tuple[float, float] = (0.0, 40.0)
+    y_range: tuple[float, float] = (-20.0, 20.0)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.resolution) and self.resolution > 0):
+            raise SSNetError(f"grid resolution {self.resolution} must be a positive number")
+        for name, (lo, hi) in (("x", self.x_range), ("y", self.y_range)):
+            if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+                raise SSNetError(f"grid {name} range [{lo}, {hi}] must be [min, max], min < max")
+        if self.width * self.height > 4096 * 4096:
+            raise SSNetError(f"grid of {self.width}x{self.height} cells is too large")
+
+    @property
+    def width(self) -> int:
+        """Cells along x (OccupancyGrid width)."""
+        return max(1, round((self.x_range[1] - self.x_range[0]) / self.resolution))
+
+    @property
+    def height(self) -> int:
+        """Cells along y (OccupancyGrid height)."""
+        return max(1, round((self.y_range[1] - self.y_range[0]) / self.resolution))
+
+    def centres(self) -> tuple[np.ndarray, np.ndarray]:
+        """x and y (height x width) of every cell centre; cell (col, row) covers
+        x = x_min + col * res, y = y_min + row * res."""
+        xs = self.x_range[0] + (np.arange(self.width) + 0.5) * self.resolution
+        ys = self.y_range[0] + (np.arange(self.height) + 0.5) * self.resolution
+        return np.meshgrid(xs, ys)
+
+
+@dataclass(frozen=True)
+class Camera:
+    """Intrinsics (K, distortion D, the image size they are for) and the camera body frame's
+    pose ``[x, y, z, roll, pitch, yaw]`` (metres, radians) in the grid frame."""
+
+    k: tuple[float, ...]
+    width: int
+    height: int
+    pose: tuple[float, float, float, float, float, float]
+    d: tuple[float, ...] = ()
+    distortion_model: str = "plumb_bob"
+
+    def __post_init__(self) -> None:
+        if len(self.k) != 9 or not all(math.isfinite(v) for v in self.k) or self.k[0] <= 0 \
+                or self.k[4] <= 0:
+            raise SSNetError("camera K must be 9 finite numbers with fx, fy > 0")
+        if len(self.pose) != 6 or not all(math.isfinite(v) for v in self.pose):
+            raise SSNetError("camera_pose must be 6 finite numbers [x, y, z, roll, pitch, yaw]")
+        if self.width < 1 or self.height < 1:
+            raise SSNetError(f"camera size {self.width}x{self.height} must be positive")
+        if any(self.d) and self.distortion_model not in DISTORTION_MODELS:
+            raise SSNetError(f"distortion model {self.distortion_model!r} is not one of "
+                             f"plumb_bob, rational_polynomial")
+
+    def scaled(self, height: int, width: int) -> Camera:
+        """The same camera for an image resized to ``height`` x ``width``."""
+        sx, sy = width / self.width, height / self.height
+        k = list(self.k)
+        k[0], k[2], k[4], k[5] = k[0] * sx, k[2] * sx, k[4] * sy, k[5] * sy
+        return Camera(tuple(k), width, height, self.pose, self.d, self.distortion_model)
+
+    def rotation(self) -> np.ndarray:
+        """Grid-from-body rotation (roll about x, then pitch about y, then yaw about z)."""
+        _, _, _, roll, pitch, yaw = self.pose
+        cr, sr, cp, sp, cy, sy = (math.cos(roll), math.sin(roll), math.cos(pitch),
+                                  math.sin(pitch), math.cos(yaw), math.sin(yaw))
+        rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
+        ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
+        rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
+        return rz @ ry @ rx
+
+
+def to_optical(camera: Camera, points: np.ndarray) -> np.ndarray:
+    """Grid-frame points (N, 3) in the camera's optical frame (N, 3)."""
+    r_grid_optical = camera.rotation() @ BODY_FROM_OPTICAL
+    return (points - np.asarray(camera.pose[:3])) @ r_grid_optical
+
+
+def project(camera: Camera, optical: np.ndarray) -> np.ndarray:
+    """Pixel (u, v) of optical-frame points in front of the camera (N, 2), distortion
+    applied as OpenCV does (plumb_bob: k1 k2 p1 p2 k3; rational_polynomial: 8 coefficients)."""
+    z = optical[:, 2:3]
+    xy = optical[:, :2] / z
+    if any(camera.d):
+        d = list(camera.d) + [0.0] * (8 - len(camera.d))
+        k1, k2, p1, p2, k3, k4, k5, k6 = d[:8]
+        x, y = xy[:, 0], xy[:, 1]
+        r2 = x * x + y * y
+        radial = (1 + k1 * r2 + k2 * r2 ** 2 + k3 * r2 ** 3) / (
+            1 + k4 * r2 + k5 * r2 ** 2 + k6 * r2 ** 3)
+        xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+        yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+        xy = np.stack([xd, yd], axis=1)
+    k = camera.k
+    return np.stack([k[0] * xy[:, 0] + k[1] * xy[:, 1] + k[2], k[4] * xy[:, 1] + k[5]], axis=1)
+
+
+@dataclass(frozen=True)
+class GridLookup:
+    """Pixel of every cell centre: flat indices into an image of ``size`` (-1: unknown)."""
+
+    index: np.ndarray
+    """(grid height, grid width) int64 of v * image width + u, -1 where unknown."""
+    size: tuple[int, int]
+
+
+def grid_lookup(camera: Camera, grid: GridSpec, image_size: tuple[int, int] | None = None
+                ) -> GridLookup:
+    """Where each cell centre of ``grid`` (on z = 0) appears in an image of ``image_size``
+    (height, width; default the camera's own size)."""
+    h, w = image_size or (camera.height, camera.width)
+    cam = camera.scaled(h, w) if (h, w) != (camera.height, camera.width) else camera
+    xs, ys = grid.centres()
+    points = np.stack([xs.ravel(), ys.ravel(), np.zeros(xs.size)], axis=1)
+    optical = to_optical(cam, points)
+    ahead = optical[:, 2] > 1e-3
+    index = np.full(xs.size, -1, np.int64)
+    if ahead.any():
+        uv = project(cam, optical[ahead])
+        u, v = np.floor(uv[:, 0]), np.floor(uv[:, 1])
+        inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        # ground resolution: one image row spans about d^2 / (fy * height) metres
+        height = abs(float(cam.pose[2]))
+        dist = np.linalg.norm(points[ahead, :2] - np.asarray(cam.pose[:2]), axis=1)
+        resolved = dist ** 2 <= MAX_ROW_FOOTPRINT_M * cam.k[4] * max(height, 1e-6)
+        ok = inside & resolved
+        flat = np.where(ok, v * w + u, -1).astype(np.int64)
+        index[np.flatnonzero(ahead)] = flat
+    return GridLookup(index.reshape(grid.height, grid.width), (h, w))
+
+
+def sample_grid(lookup: GridLookup, drivable: np.ndarray) -> np.ndarray:
+    """OccupancyGrid data (grid height x width int8): 0 drivable, 100 not, -1 unknown."""
+    if drivable.shape != lookup.size:
+        raise SSNetError(f"mask is {drivable.shape[0]}x{drivable.shape[1]} but the lookup is "
+                         f"for {lookup.size[0]}x{lookup.size[1]} images")
+    flat = drivable.reshape(-1)
+    known = lookup.index >= 0
+    out = np.full(lookup.index.shape, UNKNOWN, np.int8)
+    out[known] = np.where(flat[lookup.index[known]], FREE, OCCUPIED)
+    return out
+
+
+def kitti_camera(width: int = 1242, height: int = 375) -> Camera:
+    """KITTI's left colour camera (published calibration: fx = fy = 721.5377, cx = 609.5593,
+    cy = 172.854 at 1242x375), level, 1.65 m above the road, at the grid origin."""
+    return Camera((721.5377, 0.0, 609.5593, 0.0, 721.5377, 172.854, 0.0, 0.0, 1.0),
+                  1242, 375, (0.0, 0.0, 1.65, 0.0, 0.0, 0.0)).scaled(height, width)
+
+
+__all__: Sequence[str] = ("Camera", "GridLookup", "GridSpec", "grid_lookup", "grid_picture",
+                          "kitti_camera",
+                          "sample_grid", "FREE", "OCCUPIED", "UNKNOWN")
+
+
+GRID_COLOURS = {FREE: (0, 200, 80), OCCUPIED: (200, 60, 60), UNKNOWN: (40, 40, 40)}
+
+
+def grid_picture(data: np.ndarray, grid: GridSpec, cell_px: int = 2) -> np.ndarray:
+    """An RGB bird's-eye picture of OccupancyGrid ``data``: forward (x) up, left (y) left,
+    drivable green, not drivable red, unknown dark grey, the grid origin (the car) as a white
+    triangle, a line every 5 m."""
+    import cv2
+
+    rgb = np.zeros((*data.shape, 3), np.uint8)
+    for value, colour in GRID_COLOURS.items():
+        rgb[data == value] = colour
+    pic = np.ascontiguousarray(rgb.transpose(1, 0, 2)[::-1, ::-1])  # rows: x down->up
+    pic = cv2.resize(pic, (pic.shape[1] * cell_px, pic.shape[0] * cell_px),
+                     interpolation=cv2.INTER_NEAREST)
+    h, w = pic.shape[:2]
+    px = cell_px / grid.resolution  # pixels per metre
+
+    def at(x: float, y: float) -> tuple[int, int]:
+        return (round((grid.y_range[1] - y) * px), round(h - (x - grid.x_range[0]) * px))
+
+    for x in np.arange(math.ceil(grid.x_range[0] / 5) * 5, grid.x_range[1], 5.0):
+        cv2.line(pic, at(x, grid.y_range[0]), at(x, grid.y_range[1]), (90, 90, 90), 1)
+    car = np.array([at(1.0, 0.0), at(-1.0, 0.8), at(-1.0, -0.8)], np.int32)
+    cv2.fillConvexPoly(pic, car, (255, 255, 255))
+    return pic

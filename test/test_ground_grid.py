@@ -1,0 +1,114 @@
+"""The bird's-eye drivable grid core (no ROS): a known ground rectangle seen by a known camera
+comes back in the grid; unseen cells are unknown; projection agrees with OpenCV."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from ssnet_ros.core.ground_grid import (FREE, OCCUPIED, UNKNOWN, Camera, GridSpec, grid_lookup,
+                                        kitti_camera, project, sample_grid, to_optical)
+from ssnet_ros.errors import SSNetError
+
+GRID = GridSpec(resolution=0.1, x_range=(-5.0, 30.0), y_range=(-10.0, 10.0))
+RECT = (8.0, 16.0, -2.0, 2.0)  # x_min, x_max, y_min, y_max of the drivable ground
+
+
+def render_rectangle(camera: Camera, rect: tuple[float, float, float, float]) -> np.ndarray:
+    """The drivable mask the camera sees: the ground rectangle's outline projected with
+    cv2.projectPoints (independently of the grid code) and filled."""
+    x0, x1, y0, y1 = rect
+    t = np.linspace(0.0, 1.0, 400)
+    outline = np.concatenate([
+        np.stack([x0 + (x1 - x0) * t, np.full_like(t, y0)], 1),
+        np.stack([np.full_like(t, x1), y0 + (y1 - y0) * t], 1),
+        np.stack([x1 - (x1 - x0) * t, np.full_like(t, y1)], 1),
+        np.stack([np.full_like(t, x0), y1 - (y1 - y0) * t], 1)])
+    pts = np.concatenate([outline, np.zeros((len(outline), 1))], axis=1)
+    assert (to_optical(camera, pts)[:, 2] > 0).all()
+    r = camera.rotation() @ np.array([[0, 0, 1], [-1, 0, 0], [0, -1, 0]], float)
+    rvec, _ = cv2.Rodrigues(r.T)
+    uv, _ = cv2.projectPoints(pts, rvec, -r.T @ np.asarray(camera.pose[:3]),
+                              np.asarray(camera.k).reshape(3, 3),
+                              np.asarray(camera.d or (0.0,) * 5))
+    mask = np.zeros((camera.height, camera.width), np.uint8)
+    cv2.fillPoly(mask, [np.round(uv.reshape(-1, 2) * 16).astype(np.int32)], 1, shift=4)
+    return mask.astype(bool)
+
+
+def expected_cells(rect: tuple[float, float, float, float]) -> np.ndarray:
+    xs, ys = GRID.centres()
+    return (xs > rect[0]) & (xs < rect[1]) & (ys > rect[2]) & (ys < rect[3])
+
+
+@pytest.mark.parametrize("pose", [(0.0, 0.0, 1.65, 0.0, 0.0, 0.0),
+                                  (0.5, 0.3, 1.5, 0.03, 0.08, 0.05),  # rolled, pitched down
+                                  (0.0, 0.0, 2.0, -0.04, -0.02, -0.1)])
+def test_a_ground_rectangle_comes_back_within_a_cell(pose: tuple) -> None:
+    camera = Camera(kitti_camera().k, 1242, 375, pose)
+    grid = sample_grid(grid_lookup(camera, GRID), render_rectangle(camera, RECT))
+    inside = expected_cells(RECT)
+    known = grid != UNKNOWN
+    # every known cell well inside is free, every known cell well outside is occupied
+    core = expected_cells((RECT[0] + 0.15, RECT[1] - 0.15, RECT[2] + 0.15, RECT[3] - 0.15))
+    outside = ~expected_cells((RECT[0] - 0.15, RECT[1] + 0.15, RECT[2] - 0.15, RECT[3] + 0.15))
+    assert (grid[core & known] == FREE).all()
+    assert (grid[outside & known] == OCCUPIED).all()
+    assert (grid[inside & known] == FREE).mean() > 0.97
+    assert known[core].mean() > 0.95  # 8-16 m ahead is seen
+
+
+def test_cells_behind_above_the_horizon_and_too_far_are_unknown() -> None:
+    camera = kitti_camera()
+    lookup = grid_lookup(camera, GRID)
+    xs, ys = GRID.centres()
+    assert (lookup.index[xs < 0] == -1).all()  # behind the camera
+    # level at 1.65 m, the lowest image row meets the ground 5.9 m ahead: covered from there to
+    # 20 m (and a little beyond)
+    assert (lookup.index[(xs > 6) & (xs < 20) & (abs(ys) < 1)] >= 0).all()
+    assert (lookup.index[(xs > 1) & (xs < 5.5)] == -1).all()  # below the image
+    far = grid_lookup(camera, GridSpec(0.5, (26.0, 200.0), (-1.0, 1.0)))
+    assert (far.index == -1).all()  # one image row spans more than 0.5 m there
+    up = Camera(camera.k, 1242, 375, (0.0, 0.0, 1.65, 0.0, -math.pi / 2 + 0.01, 0.0))
+    assert (grid_lookup(up, GRID).index == -1).all()  # looking at the sky: no ground
+
+
+def test_projection_agrees_with_opencv_with_distortion() -> None:
+    camera = Camera((700.0, 0.0, 600.0, 0.0, 690.0, 180.0, 0.0, 0.0, 1.0), 1242, 375,
+                    (0.2, -0.1, 1.6, 0.02, 0.05, -0.03), d=(-0.28, 0.07, 0.001, -0.002, 0.01))
+    xs, ys = GRID.centres()
+    pts = np.stack([xs.ravel(), ys.ravel(), np.zeros(xs.size)], axis=1)
+    optical = to_optical(camera, pts)
+    front = optical[:, 2] > 1
+    uv = project(camera, optical[front])
+    r = camera.rotation() @ np.array([[0, 0, 1], [-1, 0, 0], [0, -1, 0]], float)
+    rvec, _ = cv2.Rodrigues(r.T)
+    ref, _ = cv2.projectPoints(pts[front], rvec, -r.T @ np.asarray(camera.pose[:3]),
+                               np.asarray(camera.k).reshape(3, 3), np.asarray(camera.d))
+    seen = (uv[:, 0] > 0) & (uv[:, 0] < 1242) & (uv[:, 1] > 0) & (uv[:, 1] < 375)
+    np.testing.assert_allclose(uv[seen], ref.reshape(-1, 2)[seen], atol=1e-6)
+
+
+def test_a_resized_image_uses_the_scaled_calibration() -> None:
+    camera = kitti_camera()
+    full = grid_lookup(camera, GRID)
+    half = grid_lookup(camera, GRID, (188, 621))
+    assert half.size == (188, 621)
+    known = (full.index >= 0) & (half.index >= 0)
+    u_full, v_full = full.index[known] % 1242, full.index[known] // 1242
+    u_half, v_half = half.index[known] % 621, half.index[known] // 621
+    assert np.abs(u_full / 2 - u_half).max() <= 1 and np.abs(v_full / 2 - v_half).max() <= 1
+
+
+def test_bad_specs_are_one_sentence() -> None:
+    with pytest.raises(SSNetError, match="resolution"):
+        GridSpec(resolution=0.0)
+    with pytest.raises(SSNetError, match="min < max"):
+        GridSpec(x_range=(10.0, 5.0))
+    with pytest.raises(SSNetError, match="camera_pose"):
+        Camera(kitti_camera().k, 1242, 375, (0.0, 0.0, 1.0))
+    with pytest.raises(SSNetError, match="mask is"):
+        sample_grid(grid_lookup(kitti_camera(), GRID), np.zeros((10, 10), bool))
