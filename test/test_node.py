@@ -603,3 +603,64 @@ def test_a_dumped_parameter_file_loads_back_into_the_same_configuration(
     assert again == values, log
     assert values["overlay_alpha"] == 0.3 and values["publish_color"] is False
     assert "ignoring parameters" not in log, log  # the derived ones are not overrides to warn of
+
+
+def test_the_drivable_grid_projects_the_published_mask(
+        ros_context: Any, ssnet_checkpoint_varied: Path) -> None:
+    """camera_info + camera_pose -> segmentation/drivable_grid over DDS: the image's stamp,
+    grid_frame, standard indexing, and exactly the cells of the published drivable mask
+    projected independently; nothing computed while nobody subscribes to it."""
+    from nav_msgs.msg import OccupancyGrid
+    from sensor_msgs.msg import CameraInfo
+
+    from ssnet_ros.core.ground_grid import GridSpec, grid_lookup, kitti_camera, sample_grid
+
+    camera = kitti_camera(310, 94)  # KITTI's calibration at a quarter of its size
+    pose = [0.0, 0.0, 1.65, 0.0, 0.0, 0.0]
+    proc = start_node({"weights": str(ssnet_checkpoint_varied), "camera_pose": pose,
+                       "grid_resolution": 0.5, "grid_x_range": [-2.0, 30.0],
+                       "grid_y_range": [-10.0, 10.0], "grid_frame": "ego",
+                       "diagnostics_period": 0.2}, {"__ns": "/grid"})
+    client = SegmentationClient(ros_context, outputs=("drivable_mask",), namespace="/grid",
+                                name="grid_client")
+    grids: list[OccupancyGrid] = []
+    info_pub = client.node.create_publisher(CameraInfo, "/grid/camera_info", 10)
+    try:
+        check_started(proc, client)
+        info = CameraInfo(width=310, height=94, distortion_model="plumb_bob",
+                          k=list(camera.k), d=[0.0] * 5)
+        for _ in range(5):
+            info_pub.publish(info)
+            client.spin_until(lambda: False, 0.1)
+        msg = image_msg(scene(94, 310, 3), 10**9 * 5)
+        client.send(msg)
+        assert client.wait_outputs(msg.header, proc=proc) is not None
+        assert wait_diag(client, lambda d: d["published_drivable_grid"] == "0")  # lazy
+        sub = client.node.create_subscription(OccupancyGrid, "/grid/segmentation/drivable_grid",
+                                              grids.append, 10)
+        assert client.spin_until(lambda: sub.get_publisher_count() > 0, 10.0)
+        got = None
+        for i in range(10):
+            msg = image_msg(scene(94, 310, i), 10**9 * (10 + i))
+            client.send(msg)
+            outputs = client.wait_outputs(msg.header, proc=proc, timeout=10.0)
+            if outputs is not None and client.spin_until(
+                    lambda: any(g.header.stamp == msg.header.stamp for g in grids), 5.0, proc):
+                got = next(g for g in grids if g.header.stamp == msg.header.stamp)
+                break
+        assert got is not None, "no grid arrived"
+        assert got.header.frame_id == "ego" and got.info.resolution == 0.5
+        assert (got.info.width, got.info.height) == (64, 40)
+        assert (got.info.origin.position.x, got.info.origin.position.y) == (-2.0, -10.0)
+        data = np.array(got.data, np.int8).reshape(40, 64)
+        mask = pixels(outputs["drivable_mask"]) > 0
+        spec = GridSpec(0.5, (-2.0, 30.0), (-10.0, 10.0))
+        expected = sample_grid(grid_lookup(camera, spec), mask)
+        np.testing.assert_array_equal(data, expected)
+        assert (data[:, :4] == -1).all()  # behind the camera: unknown
+        assert (data != -1).sum() > 100 and set(np.unique(data)) <= {-1, 0, 100}
+    finally:
+        client.close()
+        assert stop_node(proc) == 0
+    log = proc.stdout.read()
+    assert "Traceback" not in log, log

@@ -13,6 +13,7 @@ size and publishes. Nothing queues, so output latency never grows.
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import difflib
 import math
@@ -38,6 +39,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
+from nav_msgs.msg import OccupancyGrid
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -48,6 +50,8 @@ from .conversions import check_compressed, check_image, compressed_to_rgb, image
 from ..errors import SSNetError
 from ..core.render import CHANNELS
 from ..core.checkpoint import read_card
+from ..core.ground_grid import Camera as GroundCamera
+from ..core.ground_grid import GridLookup, grid_lookup, sample_grid
 from ..core.segmenter import Segmenter, resolve_weights
 from ..core.stats import Counter, GapCounter, LatencyWindow, RateMeter
 
@@ -61,6 +65,8 @@ OUTPUT_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE,
 ERROR_LOG_PERIOD = 5.0
 """Seconds between repeated error logs about rejected frames."""
 STAGES = ("conversion", "inference", "publishing", "total")
+GRID_TOPIC = "segmentation/drivable_grid"
+"""nav_msgs/OccupancyGrid of the drivable mask on the ground (single camera, camera_pose set)."""
 
 
 class Camera:
@@ -84,6 +90,11 @@ class Camera:
         self.info_topic = ""
         self.focal_px: float | None = None
         """fx of the latest camera_info (None until one with a usable K arrived)."""
+        self.calibration: CameraInfo | None = None
+        """The latest camera_info (its K, D and size project the drivable grid)."""
+        self.grid: tuple[Any, GridLookup] | None = None
+        """(key, lookup) of the drivable grid for the latest calibration and image size."""
+        self.grid_published = Counter()
 
     def wanted(self, publish: dict[str, bool]) -> set[str]:
         """Outputs switched on that someone subscribes to."""
@@ -162,6 +173,9 @@ class SegmentationBase:
         for cam in self.cameras:
             cam.pubs = {key: self.create_publisher(Image, cam.prefix + topic, OUTPUT_QOS)
                         for key, topic in OUTPUTS.items()}
+        self._grid_pub = self.create_publisher(OccupancyGrid, GRID_TOPIC, OUTPUT_QOS) \
+            if s.grid is not None else None
+        self._grid_problem_logged = False
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
     def _open_inputs(self) -> None:
@@ -223,6 +237,9 @@ class SegmentationBase:
         if self._diagnostics is not None:
             self.destroy_publisher(self._diagnostics)
             self._diagnostics = None
+        if getattr(self, "_grid_pub", None) is not None:
+            self.destroy_publisher(self._grid_pub)
+            self._grid_pub = None
         self.cameras = []
 
     def _unload(self) -> None:
@@ -357,7 +374,10 @@ class SegmentationBase:
                 alpha = float(p.value)
             elif p.name.startswith("publish_") and p.name[8:] in OUTPUTS:
                 publish[p.name[8:]] = bool(p.value)
-        self.settings = dataclasses.replace(s, overlay_alpha=alpha, publish=publish)
+        grid = next((bool(p.value) for p in params if p.name == "publish_drivable_grid"),
+                    s.publish_grid)
+        self.settings = dataclasses.replace(s, overlay_alpha=alpha, publish=publish,
+                                            publish_grid=grid)
 
     def _compressed_topic(self, image: str) -> str:
         """``image``/compressed, following remaps of ``image`` as image_transport does."""
@@ -381,6 +401,7 @@ class SegmentationBase:
     def _on_camera_info(self, cam: Camera, msg: CameraInfo) -> None:
         fx = float(msg.k[0]) if len(msg.k) == 9 else 0.0
         cam.focal_px = fx if math.isfinite(fx) and fx > 0 else None
+        cam.calibration = msg if cam.focal_px and msg.width > 0 and msg.height > 0 else None
 
     def _on_image(self, index: int, msg: Image | CompressedImage) -> None:
         now = time.monotonic()
@@ -427,9 +448,10 @@ class SegmentationBase:
         """Convert the frames, segment them together and publish each camera's outputs."""
         s = self.settings
         ready = []
+        grid = self._grid_wanted()
         for frame in frames:
             frame.want = frame.camera.wanted(s.publish)
-            if not frame.want:
+            if not frame.want and not grid:
                 frame.camera.idle.add()
                 continue
             t0 = time.perf_counter()
@@ -445,7 +467,8 @@ class SegmentationBase:
         t1 = time.perf_counter()
         focals = {frame.camera.focal_px for frame in ready}
         self.segmenter.set_focal_length(focals.pop() if len(focals) == 1 else None)
-        outputs = set().union(*(frame.want for frame in ready))
+        outputs = set().union(*(frame.want for frame in ready)) | (
+            {"drivable_mask"} if grid else set())
         results = self.segmenter.render_batch([frame.rgb for frame in ready], outputs,
                                               overlay_alpha=s.overlay_alpha)
         inference = time.perf_counter() - t1
@@ -457,12 +480,55 @@ class SegmentationBase:
                     make = mono8_msg if CHANNELS[key] == 1 else rgb8_msg
                     cam.pubs[key].publish(make(result[key], header))
                     cam.published[key].add()
+            if grid:
+                self._publish_grid(cam, result["drivable_mask"], header)
             cam.processed.tick()
             cam.batch_size.add(float(len(ready)))
             for stage, seconds in (("conversion", frame.conversion), ("inference", inference),
                                    ("publishing", time.perf_counter() - t2),
                                    ("total", time.monotonic() - frame.received)):
                 cam.latency[stage].add(seconds)
+
+    # -- drivable grid ----------------------------------------------------------------------
+
+    def _grid_wanted(self) -> bool:
+        s, pub = self.settings, getattr(self, "_grid_pub", None)
+        return bool(s.publish_grid and pub is not None and pub.get_subscription_count() > 0)
+
+    def _publish_grid(self, cam: Camera, mask: Any, header: Header) -> None:
+        """Project the drivable mask (mono8) onto the ground and publish the OccupancyGrid."""
+        s = self.settings
+        info = cam.calibration
+        if info is None or s.grid is None:
+            if not self._grid_problem_logged:
+                self._grid_problem_logged = True
+                self.get_logger().warning(
+                    f"no drivable grid yet: no usable camera_info on {cam.info_topic}")
+            return
+        size = mask.shape[:2]
+        key = (tuple(info.k), tuple(info.d), info.distortion_model, info.width, info.height,
+               size, s.camera_pose, s.grid)
+        if cam.grid is None or cam.grid[0] != key:
+            try:
+                camera = GroundCamera(tuple(float(v) for v in info.k), int(info.width),
+                                      int(info.height), s.camera_pose,
+                                      tuple(float(v) for v in info.d), info.distortion_model)
+            except SSNetError as exc:
+                self._log_error(f"no drivable grid: camera_info on {cam.info_topic}: {exc}")
+                return
+            cam.grid = (key, grid_lookup(camera, s.grid, size))
+        data = sample_grid(cam.grid[1], mask > 0)
+        g = s.grid
+        msg = OccupancyGrid()
+        msg.header = Header(stamp=header.stamp, frame_id=s.grid_frame)
+        msg.info.map_load_time = header.stamp
+        msg.info.resolution = float(g.resolution)
+        msg.info.width, msg.info.height = g.width, g.height
+        msg.info.origin.position.x, msg.info.origin.position.y = g.x_range[0], g.y_range[0]
+        msg.info.origin.orientation.w = 1.0
+        msg.data = array.array("b", data.reshape(-1).tobytes())
+        self._grid_pub.publish(msg)
+        cam.grid_published.add()
 
     # -- diagnostics ------------------------------------------------------------------------
 
@@ -493,6 +559,7 @@ class SegmentationBase:
             for q in (50, 99):
                 values[f"{stage}_p{q}_ms"] = f"{window.percentile_ms(q):.2f}"
         values.update({f"published_{key}": c.value for key, c in cam.published.items()})
+        values["published_drivable_grid"] = cam.grid_published.value
         batch = cam.batch_size.percentile_ms(50) / 1000.0  # counts, not seconds
         values.update({
             "input_topic": cam.input_topic, "weights": str(seg.weights),

@@ -4,6 +4,7 @@ default (config/ssnet.yaml and the README table hold the same), and validated to
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.parameter import Parameter
 
+from ..core.ground_grid import GridSpec
 from ..core.segmenter import PRECISIONS, resolve_device, resolve_precision
 from ..errors import SSNetError
 
@@ -93,6 +95,26 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "NAME/image/compressed) and publishes NAME/segmentation/*; frames that arrive "
               "together are segmented in one batch. Empty: one camera on image, outputs "
               "segmentation/*.", constraints="unique names like front or rear_left"),
+    ParamSpec("grid_frame", "base_link", _T.STRING,
+              "frame_id of segmentation/drivable_grid, the frame camera_pose is given in; its "
+              "z = 0 plane is the ground."),
+    ParamSpec("grid_resolution", 0.1, _T.DOUBLE,
+              "Metres per cell of segmentation/drivable_grid.", range=(0.01, 10.0)),
+    ParamSpec("grid_x_range", [0.0, 40.0], _T.DOUBLE_ARRAY,
+              "[min, max] metres along grid_frame's x covered by the grid.",
+              constraints="two numbers, min < max"),
+    ParamSpec("grid_y_range", [-20.0, 20.0], _T.DOUBLE_ARRAY,
+              "[min, max] metres along grid_frame's y covered by the grid.",
+              constraints="two numbers, min < max"),
+    ParamSpec("camera_pose", [], _T.DOUBLE_ARRAY,
+              "[x, y, z, roll, pitch, yaw] (metres, radians) of the camera body frame (REP 103: "
+              "x along the optical axis, y left, z up) in grid_frame, as static_transform_"
+              "publisher grid_frame camera_link would give it. Empty: no drivable grid.",
+              constraints="empty or six numbers"),
+    ParamSpec("publish_drivable_grid", True, _T.BOOL,
+              "Publish segmentation/drivable_grid (nav_msgs/OccupancyGrid: 0 drivable, 100 not, "
+              "-1 unknown) from camera_info and camera_pose; computed only while someone "
+              "subscribes.", dynamic=True),
     ParamSpec("batch_wait_ms", 5.0, _T.DOUBLE,
               "With several cameras: after a batch's first frame arrived, wait at most this "
               "long for the other cameras' frames (cameras silent for a second are not "
@@ -121,6 +143,11 @@ class Settings:
     publish: dict[str, bool]
     cameras: tuple[str, ...] = ()
     """Camera names; empty for the single camera on ``image``."""
+    grid: GridSpec | None = None
+    """The drivable grid (None: camera_pose not given)."""
+    grid_frame: str = "base_link"
+    camera_pose: tuple[float, ...] = ()
+    publish_grid: bool = True
     batch_wait: float = 0.005
     """Seconds to wait for the other cameras' frames."""
 
@@ -157,6 +184,24 @@ def validate(values: dict[str, Any]) -> Settings:
                              f"digits and _, starting with a letter; / between levels)")
     if len(set(cameras)) != len(cameras):
         raise SSNetError(f"parameter cameras names a camera twice: {list(cameras)}")
+    pose = tuple(float(v) for v in values["camera_pose"] or ())
+    if pose and (len(pose) != 6 or not all(math.isfinite(v) for v in pose)):
+        raise SSNetError(f"parameter camera_pose must be empty or six numbers [x, y, z, roll, "
+                         f"pitch, yaw], got {list(pose)}")
+    for name in ("grid_x_range", "grid_y_range"):
+        rng = list(values[name] or ())
+        if len(rng) != 2:
+            raise SSNetError(f"parameter {name} must be [min, max], got {rng}")
+    try:
+        grid = GridSpec(float(values["grid_resolution"]), tuple(values["grid_x_range"]),
+                        tuple(values["grid_y_range"]))
+    except SSNetError as exc:
+        raise SSNetError(f"parameters grid_*: {exc}") from None
+    if pose and cameras:
+        raise SSNetError("parameter camera_pose gives one camera's pose; the drivable grid "
+                         "is not available with several cameras yet")
+    if not str(values["grid_frame"]).strip():
+        raise SSNetError("parameter grid_frame must not be empty")
     return Settings(
         weights=str(values["weights"]), device=device, precision=precision,
         input_size=(h, w) if h else None,
@@ -164,4 +209,6 @@ def validate(values: dict[str, Any]) -> Settings:
         input_transport=transport, diagnostics_period=float(values["diagnostics_period"]),
         overlay_alpha=float(values["overlay_alpha"]),
         publish={key: bool(values[f"publish_{key}"]) for key in OUTPUTS},
-        cameras=cameras, batch_wait=float(values["batch_wait_ms"]) / 1000.0)
+        cameras=cameras, batch_wait=float(values["batch_wait_ms"]) / 1000.0,
+        grid=grid if pose else None, grid_frame=str(values["grid_frame"]), camera_pose=pose,
+        publish_grid=bool(values["publish_drivable_grid"]))
