@@ -29,7 +29,8 @@ from launch_ros.actions import LifecycleNode, Node
 
 PACKAGE = "ssnet_ros"
 OUTPUT_TOPICS = ("segmentation/labels", "segmentation/drivable_mask",
-                 "segmentation/confidence", "segmentation/color", "segmentation/overlay")
+                 "segmentation/confidence", "segmentation/color", "segmentation/overlay",
+                 "segmentation/drivable_grid")
 RVIZ_CAMERA_TOPIC = "/camera/image_raw"  # the camera topic config/ssnet.rviz shows
 
 

@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
             log.seek(0)
             print(f"error: the node did not come up:\n{log.read().strip()}", file=sys.stderr)
             return 1
-        start, done, drivable = time.monotonic(), 0, []
+        start, done, drivable, grids = time.monotonic(), 0, [], 0
         for path in tqdm(images, desc="segmenting", unit="image", disable=args.no_progress):
             try:
                 rgb = read_rgb(path)
@@ -174,13 +174,15 @@ def run(args: argparse.Namespace) -> int:
                             card.class_names, card.palette, title=path.name))
             if is_kitti_size(*rgb.shape[:2]):
                 write_png(f"{stem}_grid.png", kitti_grid_picture(outputs["drivable_mask"] > 0))
+                grids += 1
             drivable.append(float((outputs["drivable_mask"] > 0).mean()))
             done += 1
         seconds = time.monotonic() - start
         print(f"segmented {done} of {len(images)} images in {seconds:.1f} s "
               f"({seconds / max(done, 1):.2f} s per image through the node); "
               f"mean drivable area {100 * np.mean(drivable) if drivable else 0:.1f}%; "
-              f"wrote 6 PNGs per image to {out}/")
+              f"wrote 6 PNGs per image to {out}/"
+              + (f" and a drivable grid for {grids} KITTI-sized frames" if grids else ""))
         return 0 if done == len(images) else 1
     finally:
         client.close()
