@@ -88,7 +88,8 @@ def ship(final: Path, selection: Path, out: Path, *, final_eval: Path | None = N
         training = {**card.training, "selection_run": chosen.training["selection_run"],
                     "continues": earlier}
         metrics["source"] += ("; the final fit continues an earlier shipped final fit "
-                              "(training.continues), which the selection run matched")
+                              "(training.continues): the selection run matches that first "
+                              "stage only, the continuation has no selection run of its own")
     else:
         training = {**card.training, "selection_run": chosen.training}
     return save_checkpoint(out, model, card.replace(metrics=metrics, training=training,
