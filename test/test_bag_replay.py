@@ -136,7 +136,7 @@ def test_a_remapped_input_is_named_in_the_error(context: Any, node: subprocess.P
     with pytest.raises(SSNetError, match=r"subscribes to /image: pass --namespace / "
                                          r"--input-topic image"):
         replay(context, camera_bag, ReplayOptions(input_topic="camera/image_raw",
-                                                  start_timeout=2.0, progress=False))
+                                                  start_timeout=5.0, progress=False))
 
 
 def test_repeated_stamps_and_a_clock_jump(context: Any, node: subprocess.Popen,

@@ -330,7 +330,12 @@ def _no_answer_hint(client: SegmentationClient, options: ReplayOptions) -> str:
     to (its input was remapped), the namespaces where ssnet nodes run, or start one."""
     graph = client.node
     found = []
-    for name, namespace in graph.get_node_names_and_namespaces():
+    deadline = time.monotonic() + 3.0  # discovery of the graph may lag on a loaded machine
+    names = graph.get_node_names_and_namespaces()
+    while not any(n == options.node_name for n, _ in names) and time.monotonic() < deadline:
+        client.spin_until(lambda: False, 0.2)
+        names = graph.get_node_names_and_namespaces()
+    for name, namespace in names:
         if name != options.node_name:
             continue
         try:
