@@ -126,6 +126,20 @@ def _diag_snapshot(client: SegmentationClient, fresh: int, timeout: float) -> di
     return dict(client.diagnostics) if client.diagnostics_count >= target else {}
 
 
+def _settled_snapshot(client: SegmentationClient, timeout: float) -> dict[str, str]:
+    """Diagnostics once the node's frame counters stopped moving (a start-up probe still in
+    flight would otherwise count as a replayed frame)."""
+    deadline = time.monotonic() + timeout
+    keys = ("frames_received", "frames_processed")
+    prev = _diag_snapshot(client, 1, timeout)
+    while prev and time.monotonic() < deadline:
+        cur = _diag_snapshot(client, 2, max(0.1, deadline - time.monotonic()))
+        if not cur or all(cur.get(k) == prev.get(k) for k in keys):
+            return cur or prev
+        prev = cur
+    return prev
+
+
 def _delta(after: dict[str, str], before: dict[str, str], key: str) -> int | None:
     try:
         return int(after[key]) - int(before[key])
@@ -169,7 +183,7 @@ def replay(context: Context, bag: str | Path, options: ReplayOptions) -> dict[st
                 hint = _no_answer_hint(client, options)
                 raise SSNetError(f"no ssnet node answered on {input_topic} within "
                                  f"{options.start_timeout:.0f} s; {hint}")
-            before = _diag_snapshot(client, 2, 10.0)
+            before = _settled_snapshot(client, 10.0)
             if output is None:
                 report = _run(client, reader, topic, rec, options)
             else:
