@@ -146,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli.entry_point("ssnet-make-bag", interrupted="no bag written", prefix="error: ")
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ssnet-make-bag."""
     args = build_parser().parse_args(argv)
@@ -158,21 +159,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                f"--limit {args.limit} must be >= 0 (0: all images)"
                if args.limit < 0 else None)
     if problem:
-        print(f"ssnet-make-bag: error: {problem}", file=sys.stderr)
-        return 2
-    try:
-        made = make_bag(args.images, args.out, labels=args.labels,
-                        label_format=args.label_format, topic=topic,
-                        truth_topic=args.truth_topic, rate=args.fps, start=args.start,
-                        frame_id=args.frame_id, fmt=args.format, storage=args.storage,
-                        overwrite=args.overwrite, limit=args.limit or None,
-                        progress=not args.no_progress)
-    except SSNetError as exc:
-        print(f"ssnet-make-bag: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("ssnet-make-bag: interrupted; no bag written", file=sys.stderr)
-        return 130
+        raise cli.UsageError(problem)
+    made = make_bag(args.images, args.out, labels=args.labels,
+                    label_format=args.label_format, topic=topic,
+                    truth_topic=args.truth_topic, rate=args.fps, start=args.start,
+                    frame_id=args.frame_id, fmt=args.format, storage=args.storage,
+                    overwrite=args.overwrite, limit=args.limit or None,
+                    progress=not args.no_progress)
     truth = f", {made.labelled} labels on {made.truth_topic}" if made.truth_topic else ""
     print(f"wrote {made.path}: {made.frames} frames on {made.topic}{truth}")
     return 0

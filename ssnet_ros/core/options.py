@@ -9,10 +9,41 @@ size, limit, device, precision, output path, ``--overwrite`` and ``--no-progress
 from __future__ import annotations
 
 import argparse
+import functools
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import SSNetError
+
 DEFAULT_WEIGHTS_NAME = "ssnet_camvid"
+
+
+class UsageError(SSNetError, ValueError):
+    """A bad command-line argument (an SSNetError, and a ValueError for callers that check
+    values)."""
+
+
+Main = Callable[[Sequence[str] | None], int]
+
+
+def entry_point(prog: str, interrupted: str, prefix: str = "") -> Callable[[Main], Main]:
+    """Decorate a tool's ``main``: an SSNetError becomes one line ``PROG: [prefix]message``
+    on stderr and status 2; Ctrl-C one line ``PROG: interrupted; <interrupted>`` and 130."""
+    def wrap(main: Main) -> Main:
+        @functools.wraps(main)
+        def run(argv: Sequence[str] | None = None) -> int:
+            try:
+                return main(argv)
+            except SSNetError as exc:
+                print(f"{prog}: {prefix}{exc}", file=sys.stderr)
+                return 2
+            except KeyboardInterrupt:
+                print(f"{prog}: interrupted; {interrupted}", file=sys.stderr)
+                return 130
+        return run
+    return wrap
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -89,12 +120,12 @@ def add(p: argparse.ArgumentParser | Any, *flags: str) -> None:
 
 def input_size(args: argparse.Namespace) -> tuple[int, int] | None:
     """(height, width) from --input-height/--input-width, None when both are 0 (the rule);
-    raises ValueError when only one is given or either is negative."""
+    raises UsageError when only one is given or either is negative."""
     h, w = args.input_height, args.input_width
     if h < 0 or w < 0:
-        raise ValueError(f"--input-height/--input-width must be positive, got {h}x{w}")
+        raise UsageError(f"--input-height/--input-width must be positive, got {h}x{w}")
     if (h == 0) != (w == 0):
-        raise ValueError("give both --input-height and --input-width, or neither")
+        raise UsageError("give both --input-height and --input-width, or neither")
     return (h, w) if h else None
 
 
@@ -104,11 +135,11 @@ def format_size(height: int, width: int) -> str:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``HxW`` (height first) as (height, width); ValueError naming the expected form."""
+    """``HxW`` (height first) as (height, width); UsageError naming the expected form."""
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ValueError(f"size {text!r} is not HxW (height first, e.g. 375x1242)") from None
+        raise UsageError(f"size {text!r} is not HxW (height first, e.g. 375x1242)") from None
     if h <= 0 or w <= 0:
-        raise ValueError(f"size {text!r} must be positive")
+        raise UsageError(f"size {text!r} must be positive")
     return h, w

@@ -83,12 +83,13 @@ class SegmentationLifecycleNode(SegmentationBase, LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._close_inputs()
-        self._close_outputs()
-        self._unload()
-        return TransitionCallbackReturn.SUCCESS
+        return self._release()
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._release()
+
+    def _release(self) -> TransitionCallbackReturn:
+        """Everything back, from whatever state the node is in."""
         self._close_inputs()
         self._close_outputs()
         self._unload()

@@ -109,12 +109,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'375x1242' (height x width) -> (375, 1242)."""
-    try:
-        return cli.parse_size(text)
-    except ValueError as exc:
-        raise SSNetError(str(exc)) from None
+parse_size = cli.parse_size
+"""'375x1242' (height x width) -> (375, 1242); the shared convention's parser."""
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -720,23 +716,17 @@ def _cpu_name() -> str:
     return "CPU"
 
 
+@cli.entry_point("ssnet-benchmark", interrupted="nothing written")
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     args = parse_args(argv)
     args.progress = not args.no_progress
-    try:
-        check_args(args)
-        args.weights = [resolve_weights(w) for w in args.weights]
-        for weights in args.weights:
-            if not weights.is_file():
-                raise SSNetError(f"weights file {weights} does not exist")
-        result = run(args)
-    except SSNetError as exc:
-        print(f"ssnet-benchmark: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("ssnet-benchmark: interrupted; nothing written", file=sys.stderr)
-        return 130
+    check_args(args)
+    args.weights = [resolve_weights(w) for w in args.weights]
+    for weights in args.weights:
+        if not weights.is_file():
+            raise SSNetError(f"weights file {weights} does not exist")
+    result = run(args)
     print()
     print(f"device: {result['device']} ({result['device_name']}), torch {result['torch']}, "
           f"{result['threads']} CPU threads")

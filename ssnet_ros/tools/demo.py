@@ -191,16 +191,10 @@ def run(args: argparse.Namespace) -> int:
         log.close()
 
 
+@cli.entry_point("ssnet-demo", interrupted="the images written so far are kept")
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (ssnet-demo)."""
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except (SSNetError, ValueError) as exc:
-        print(f"ssnet-demo: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run(parse_args(argv))
 
 
 if __name__ == "__main__":

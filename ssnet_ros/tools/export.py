@@ -332,41 +332,35 @@ def check_args(args: argparse.Namespace) -> None:
     check_file_output(args.out, args.overwrite)
 
 
+@cli.entry_point("ssnet-export", interrupted="no file written")
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     args = parse_args(argv)
-    try:
-        check_args(args)
-        model, card = load_checkpoint(resolve_weights(args.weights))
-        start = time.perf_counter()
-        path = export_onnx(model, card, args.out, height=args.input_height,
-                           width=args.input_width, batch=args.batch_size,
-                           dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size,
-                           unpool=args.unpool, end_to_end=args.end_to_end)
-        print(f"wrote {path} ({card.model}, {args.input_height}x{args.input_width}, unpool "
-              f"{args.unpool}, model card in its metadata) in "
-              f"{time.perf_counter() - start:.1f} s")
-        if args.check_images:
-            if args.threads:
-                torch.set_num_threads(args.threads)
-            images = read_images(args.check_images, args.limit)
-            size = (args.input_height, args.input_width)
-            wrong = [im.shape for im in images if im.shape[:2] != size]
-            if wrong:
-                raise SSNetError(f"{len(wrong)} images are not {size[0]}x{size[1]} "
-                                 f"(HxW; e.g. {wrong[0][0]}x{wrong[0][1]})")
-            result = label_parity(model, card, onnx_session(path, args.threads), images,
-                                  progress=not args.no_progress)
-            print(f"onnxruntime vs PyTorch on {len(images)} images: "
-                  f"{100 * result['identical']:.4f}% of {int(result['pixels'])} label pixels "
-                  f"identical, max logit difference {result['max_logit_diff']:.2e} "
-                  f"(logits up to {result['max_abs_logit']:.1f})")
-    except SSNetError as exc:
-        print(f"ssnet-export: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("ssnet-export: interrupted; no file written", file=sys.stderr)
-        return 130
+    check_args(args)
+    model, card = load_checkpoint(resolve_weights(args.weights))
+    start = time.perf_counter()
+    path = export_onnx(model, card, args.out, height=args.input_height,
+                       width=args.input_width, batch=args.batch_size,
+                       dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size,
+                       unpool=args.unpool, end_to_end=args.end_to_end)
+    print(f"wrote {path} ({card.model}, {args.input_height}x{args.input_width}, unpool "
+          f"{args.unpool}, model card in its metadata) in "
+          f"{time.perf_counter() - start:.1f} s")
+    if args.check_images:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        images = read_images(args.check_images, args.limit)
+        size = (args.input_height, args.input_width)
+        wrong = [im.shape for im in images if im.shape[:2] != size]
+        if wrong:
+            raise SSNetError(f"{len(wrong)} images are not {size[0]}x{size[1]} "
+                             f"(HxW; e.g. {wrong[0][0]}x{wrong[0][1]})")
+        result = label_parity(model, card, onnx_session(path, args.threads), images,
+                              progress=not args.no_progress)
+        print(f"onnxruntime vs PyTorch on {len(images)} images: "
+              f"{100 * result['identical']:.4f}% of {int(result['pixels'])} label pixels "
+              f"identical, max logit difference {result['max_logit_diff']:.2e} "
+              f"(logits up to {result['max_abs_logit']:.1f})")
     return 0
 
 

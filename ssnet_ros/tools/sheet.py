@@ -83,35 +83,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli.entry_point("ssnet-sheet", interrupted="nothing written")
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ssnet-sheet."""
     args = build_parser().parse_args(argv)
-    try:
-        size = cli.input_size(args)
-        if args.out.exists() and not args.overwrite:
-            raise SSNetError(f"{args.out} exists; pass --overwrite to replace it")
-        if args.columns < 1 or args.tile_width < 64:
-            raise SSNetError("--columns must be >= 1 and --tile-width >= 64")
-        images = find_images(args.images)[:args.limit or None]
-        seg = Segmenter(args.weights, device=args.device, input_size=size,
-                        focal_px=args.focal_px or None, flip=args.flip)
-        tiles, frames = [], []
-        for path in tqdm(images, desc="segment", disable=args.no_progress, file=sys.stderr):
-            rgb = read_rgb(path)
-            result = seg(rgb, confidence=False)
-            share = ego_lane_share(result.drivable)
-            net = seg.network_size(*rgb.shape[:2]) or rgb.shape[:2]
-            frames.append({"image": path.name, "size": list(rgb.shape[:2]),
-                           "network_input": list(net), "ego_lane_drivable": share,
-                           "drivable_share": float(result.drivable.mean())})
-            tiles.append(tile(rgb, result.drivable, f"{path.stem}  ego lane "
-                              f"{100 * share:.0f}% drivable", args.tile_width))
-    except (SSNetError, ValueError) as exc:
-        print(f"ssnet-sheet: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("ssnet-sheet: interrupted; nothing written", file=sys.stderr)
-        return 130
+    size = cli.input_size(args)
+    if args.out.exists() and not args.overwrite:
+        raise SSNetError(f"{args.out} exists; pass --overwrite to replace it")
+    if args.columns < 1 or args.tile_width < 64:
+        raise SSNetError("--columns must be >= 1 and --tile-width >= 64")
+    images = find_images(args.images)[:args.limit or None]
+    seg = Segmenter(args.weights, device=args.device, input_size=size,
+                    focal_px=args.focal_px or None, flip=args.flip)
+    tiles, frames = [], []
+    for path in tqdm(images, desc="segment", disable=args.no_progress, file=sys.stderr):
+        rgb = read_rgb(path)
+        result = seg(rgb, confidence=False)
+        share = ego_lane_share(result.drivable)
+        net = seg.network_size(*rgb.shape[:2]) or rgb.shape[:2]
+        frames.append({"image": path.name, "size": list(rgb.shape[:2]),
+                       "network_input": list(net), "ego_lane_drivable": share,
+                       "drivable_share": float(result.drivable.mean())})
+        tiles.append(tile(rgb, result.drivable, f"{path.stem}  ego lane "
+                          f"{100 * share:.0f}% drivable", args.tile_width))
     title = f"{Path(str(seg.weights)).stem}, {len(images)} frames"
     write_png(args.out, grid(tiles, args.columns, title))
     holes = [f["image"] for f in frames if f["ego_lane_drivable"] < 0.9]

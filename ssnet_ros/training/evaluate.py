@@ -234,28 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli.entry_point("ssnet-eval", interrupted="no report written")
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ssnet-eval."""
     args = build_parser().parse_args(argv)
-    try:
-        size = cli.input_size(args)
-    except ValueError as exc:
-        print(f"ssnet-eval: {exc}", file=sys.stderr)
-        return 2
-    try:
-        check_report_folder(args.out, args.overwrite)
-        segmenter = Segmenter(args.weights, device=args.device, precision=args.precision,
-                              input_size=size, flip=args.flip)
-        dataset = open_dataset(args.dataset, args.root, args.split)
-        summary, matrix, kept = evaluate(segmenter, dataset, limit=args.limit or None,
-                                         batch_size=args.batch_size, keep=args.overlays,
-                                         progress=not args.no_progress)
-    except SSNetError as exc:
-        print(f"ssnet-eval: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("ssnet-eval: interrupted; no report written", file=sys.stderr)
-        return 130
+    size = cli.input_size(args)
+    check_report_folder(args.out, args.overwrite)
+    segmenter = Segmenter(args.weights, device=args.device, precision=args.precision,
+                          input_size=size, flip=args.flip)
+    dataset = open_dataset(args.dataset, args.root, args.split)
+    summary, matrix, kept = evaluate(segmenter, dataset, limit=args.limit or None,
+                                     batch_size=args.batch_size, keep=args.overlays,
+                                     progress=not args.no_progress)
     summary["weights"] = str(segmenter.weights)
     summary["model"] = segmenter.card.model
     summary["input_size"] = list(size) if size else (

@@ -197,18 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli.entry_point("ssnet-train", interrupted="continue from the last finished epoch with --resume")
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ssnet-train."""
-    args = build_parser().parse_args(argv)
-    try:
-        return train(args)
-    except SSNetError as exc:
-        print(f"ssnet-train: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("ssnet-train: interrupted; continue from the last finished epoch with --resume",
-              file=sys.stderr)
-        return 130
+    return train(build_parser().parse_args(argv))
 
 
 def _per_dataset(values: Sequence[Any] | None, n: int, default: Any, name: str) -> list[Any]:
