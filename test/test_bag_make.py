@@ -139,3 +139,35 @@ def test_ctrl_c_is_one_line_and_leaves_no_partial(tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == ["ssnet-make-bag: interrupted; no bag written"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]
+
+
+def test_a_calibration_writes_camera_info_beside_the_images(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--calibration fx fy cx cy: one sensor_msgs/CameraInfo per frame on the image topic's
+    sibling camera_info, same header; its size is --calibration-size or the image's; an rclpy
+    CameraInfo decodes the same bytes."""
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import CameraInfo
+
+    images, _ = write_folder(tmp_path, NAMES, labelled=[])
+    assert main([str(images), "--out", str(tmp_path / "bag"), "--format", "jpeg",
+                 "--calibration", "721.5", "721.5", "609.6", "172.9",
+                 "--calibration-size", "375x1242", "--no-progress"]) == 0
+    assert "camera_info on /camera/camera_info" in capsys.readouterr().out
+    frames = read_topic(tmp_path / "bag", "/camera/image_raw/compressed")
+    infos = read_topic(tmp_path / "bag", "/camera/camera_info")
+    assert [m.header for _, m in infos] == [m.header for _, m in frames] and len(infos) == 4
+    msg = infos[0][1]
+    assert (msg.width, msg.height, msg.distortion_model) == (1242, 375, "plumb_bob")
+    assert list(msg.k) == [721.5, 0.0, 609.6, 0.0, 721.5, 172.9, 0.0, 0.0, 1.0]
+    rcl = deserialize_message(bytes(bm.serialize(msg)), CameraInfo)
+    assert list(rcl.k) == list(msg.k) and rcl.header.frame_id == "camera"
+    made = make_bag(images, tmp_path / "bag2", calibration=(50.0, 50.0, 16.0, 12.0),
+                    progress=False)
+    assert made.info_topic == "/camera/camera_info"
+    assert read_topic(tmp_path / "bag2", "/camera/camera_info")[0][1].width == 32
+    assert main([str(images), "--out", str(tmp_path / "bag3"), "--calibration-size",
+                 "375x1242"]) == 2
+    assert "--calibration-size needs --calibration" in capsys.readouterr().err
+    with pytest.raises(Exception, match="fx, fy > 0"):
+        make_bag(images, tmp_path / "bag4", calibration=(0.0, 1.0, 1.0, 1.0), progress=False)

@@ -105,3 +105,19 @@ def test_bad_arguments_fail_before_any_work(capsys: pytest.CaptureFixture[str]) 
     err = capsys.readouterr().err
     assert err.startswith("ssnet-benchmark: ") and "HxW" in err and len(err.splitlines()) == 1
     assert main(["--batches", "0"]) == 2
+
+
+def test_the_grid_stage_measures_the_drivable_grid_beside_the_core(
+        ssnet_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["--weights", str(ssnet_checkpoint), "--sizes", "60x160", "--batches", "1,2",
+                 "--precisions", "fp32", "--stages", "core,grid", "--frames", "1",
+                 "--warmup", "0", "--threads", "1", "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "drivable grid 400x400 cells from 2 camera(s) 60x160" in text
+    result = json.loads(out.read_text())
+    assert [(r["stage"], r["batch"]) for r in result["rows"]] == \
+        [("core", 1), ("grid", 1), ("core", 2), ("grid", 2)]
+    for g in result["grid"]:
+        assert g["cells"] == "400x400 cells" and 0 < g["grid_ms"] and g["core_ms"] > 0
+        assert g["share_of_core"] == pytest.approx(g["grid_ms"] / g["core_ms"])

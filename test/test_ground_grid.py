@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from ssnet_ros.core.ground_grid import (FREE, OCCUPIED, UNKNOWN, Camera, GridSpec, grid_lookup,
-                                        kitti_camera, project, sample_grid, to_optical)
+from ssnet_ros.core.ground_grid import (FREE, OCCUPIED, UNKNOWN, Camera, GridSpec, fuse_lookups,
+                                        grid_lookup, kitti_camera, pose_from_optical, project,
+                                        sample_grid, to_optical)
 from ssnet_ros.errors import SSNetError
 
 GRID = GridSpec(resolution=0.1, x_range=(-5.0, 30.0), y_range=(-10.0, 10.0))
@@ -112,3 +113,75 @@ def test_bad_specs_are_one_sentence() -> None:
         Camera(kitti_camera().k, 1242, 375, (0.0, 0.0, 1.0))
     with pytest.raises(SSNetError, match="mask is"):
         sample_grid(grid_lookup(kitti_camera(), GRID), np.zeros((10, 10), bool))
+
+
+def test_two_cameras_fuse_into_one_grid_nearest_camera_wins() -> None:
+    """Front-left and front-right cameras (0.5 m either side, yawed 0.4 rad outwards) see
+    three drivable rectangles: the fused grid holds all three; where both see a cell, the
+    nearer camera's view is taken; unknown only where neither sees the ground."""
+    grid = GridSpec(0.1, (0.0, 30.0), (-12.0, 12.0))
+    left = Camera(kitti_camera().k, 1242, 375, (0.0, 0.5, 1.65, 0.0, 0.05, 0.4))
+    right = Camera(kitti_camera().k, 1242, 375, (0.0, -0.5, 1.65, 0.0, 0.05, -0.4))
+    rects = [(6.0, 12.0, -1.5, 1.5), (8.0, 14.0, 3.0, 6.0), (8.0, 14.0, -6.0, -3.0)]
+
+    def seen(camera: Camera) -> np.ndarray:
+        return np.logical_or.reduce([render_rectangle(camera, r) for r in rects])
+
+    lk_left, lk_right = grid_lookup(left, grid), grid_lookup(right, grid)
+    fused = fuse_lookups([lk_left, lk_right])
+    assert fused.sizes == ((375, 1242), (375, 1242))
+    data = sample_grid(fused, seen(left), seen(right))
+    xs, ys = grid.centres()
+
+    def cells(m: float) -> np.ndarray:
+        return np.logical_or.reduce([(xs > r[0] + m) & (xs < r[1] - m) & (ys > r[2] + m)
+                                     & (ys < r[3] - m) for r in rects])
+
+    known = data != UNKNOWN
+    assert (data[cells(0.15) & known] == FREE).all()
+    assert (data[cells(0.15)] == FREE).mean() > 0.9  # the rectangles are seen
+    assert (data[known & ~cells(-0.15)] == OCCUPIED).all()
+    # unknown exactly where neither camera sees the ground
+    assert np.array_equal(~known, (lk_left.index < 0) & (lk_right.index < 0))
+    # where both see a cell, the nearer camera's pixel is used
+    both = (lk_left.index >= 0) & (lk_right.index >= 0)
+    nearer_left = both & (lk_left.distance <= lk_right.distance)
+    assert nearer_left.any() and (both & ~nearer_left).any()
+    assert np.array_equal(fused.index[nearer_left], lk_left.index[nearer_left])
+    far = both & ~nearer_left
+    assert np.array_equal(fused.index[far], lk_right.index[far] + 375 * 1242)
+    assert (ys[nearer_left] > -0.05).all() and (ys[far] < 0.05).all()
+    with pytest.raises(SSNetError, match="2 cameras, got 1"):
+        sample_grid(fused, seen(left))
+
+
+def test_sampling_on_a_torch_device_equals_numpy() -> None:
+    """The per-frame sampler runs where the mask is (torch: the GPU with CUDA; here the CPU)
+    and gives the same cells as numpy."""
+    torch = pytest.importorskip("torch")
+    camera = kitti_camera()
+    lookup = grid_lookup(camera, GRID)
+    mask = render_rectangle(camera, RECT)
+    expected = sample_grid(lookup, mask)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    got = sample_grid(lookup, torch.from_numpy(mask.astype(np.uint8) * 255).to(device))
+    assert got.dtype == torch.int8 and got.device.type == device
+    assert np.array_equal(got.cpu().numpy(), expected)
+
+
+@pytest.mark.parametrize("pose", [(0.0, 0.0, 1.65, 0.0, 0.0, 0.0),
+                                  (1.2, -0.4, 1.5, 0.03, 0.08, 2.5),
+                                  (0.0, 0.3, 2.0, -0.2, -0.1, -1.0)])
+def test_a_tf_transform_of_the_optical_frame_gives_the_body_pose(pose: tuple) -> None:
+    """TF gives the image's (optical) frame in grid_frame; the body pose recovered from it
+    projects every ground point to the same place."""
+    camera = Camera(kitti_camera().k, 1242, 375, pose)
+    r = camera.rotation() @ np.array([[0, 0, 1], [-1, 0, 0], [0, -1, 0]], float)
+    rvec, _ = cv2.Rodrigues(r)
+    angle = float(np.linalg.norm(rvec))
+    axis = rvec.ravel() / angle if angle > 0 else np.zeros(3)
+    quat = (*(axis * math.sin(angle / 2)), math.cos(angle / 2))
+    got = pose_from_optical(pose[:3], quat)
+    np.testing.assert_allclose(got, pose, atol=1e-9)
+    with pytest.raises(SSNetError, match="finite"):
+        pose_from_optical((0.0, 0.0, 1.0), (0.0, 0.0, 0.0, 0.0))

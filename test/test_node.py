@@ -117,6 +117,10 @@ def node(ros_context: Any, ssnet_checkpoint_varied: Path) -> Iterator[subprocess
     assert stop_node(proc) == 0
     log = proc.stdout.read()
     assert "Traceback" not in log, log
+    try:
+        import tf2_ros  # noqa: F401
+    except ImportError:  # no camera_pose, no TF: no grid, said once
+        assert log.count("camera_pose is empty and tf2_ros is not importable") == 1, log
 
 
 @pytest.fixture
@@ -664,3 +668,91 @@ def test_the_drivable_grid_projects_the_published_mask(
         assert stop_node(proc) == 0
     log = proc.stdout.read()
     assert "Traceback" not in log, log
+
+
+def test_several_cameras_publish_one_fused_grid(
+        ros_context: Any, ssnet_checkpoint_varied: Path) -> None:
+    """Two cameras of one node (front-left, front-right, camera_pose six numbers each) give
+    one segmentation/drivable_grid in the node's namespace: each cell from the nearer camera
+    that sees it (the published masks projected independently), unknown only where neither
+    camera sees the ground, stamped with the newer image's stamp."""
+    from nav_msgs.msg import OccupancyGrid
+    from sensor_msgs.msg import CameraInfo
+
+    from ssnet_ros.core.ground_grid import (Camera, GridSpec, fuse_lookups, grid_lookup,
+                                            kitti_camera, sample_grid)
+
+    k = kitti_camera(310, 94).k
+    poses = {"left": (0.0, 0.5, 1.65, 0.0, 0.05, 0.4), "right": (0.0, -0.5, 1.65, 0.0, 0.05, -0.4)}
+    spec = GridSpec(0.5, (0.0, 30.0), (-15.0, 15.0))
+    proc = start_node({"weights": str(ssnet_checkpoint_varied), "cameras": list(poses),
+                       "camera_pose": [v for p in poses.values() for v in p],
+                       "grid_resolution": 0.5, "grid_x_range": [0.0, 30.0],
+                       "grid_y_range": [-15.0, 15.0], "batch_wait_ms": 500.0,
+                       "diagnostics_period": 0.2}, {"__ns": "/fused"})
+    clients = {cam: SegmentationClient(ros_context, outputs=("drivable_mask",),
+                                       namespace="/fused", camera=cam, name=f"fused_{cam}")
+               for cam in poses}
+    main = clients["left"]
+    grids: list[OccupancyGrid] = []
+    sub = main.node.create_subscription(OccupancyGrid, "/fused/segmentation/drivable_grid",
+                                        grids.append, 10)
+    try:
+        for client in clients.values():
+            check_started(proc, client)
+        info = CameraInfo(width=310, height=94, distortion_model="plumb_bob", k=list(k),
+                          d=[0.0] * 5)
+        pubs = [main.node.create_publisher(CameraInfo, f"/fused/{cam}/camera_info", 10)
+                for cam in poses]
+        assert main.spin_until(lambda: all(p.get_subscription_count() > 0 for p in pubs)
+                               and sub.get_publisher_count() > 0, 10.0)
+        for _ in range(5):
+            for pub in pubs:
+                pub.publish(info)
+            main.spin_until(lambda: False, 0.1)
+        got = None
+        # (cameras silent for a second are not waited for: the first pairs may come apart)
+        for i in range(8):
+            msgs = {cam: image_msg(scene(94, 310, 20 + i + j), 10**9 * (30 + i) + j)
+                    for j, cam in enumerate(poses)}
+            for cam, client in clients.items():
+                client.send(msgs[cam])
+            outs = {cam: clients[cam].wait_outputs(msgs[cam].header, proc=proc, timeout=10.0)
+                    for cam in poses}
+            older, newer = msgs["left"].header.stamp, msgs["right"].header.stamp
+            if all(outs.values()) and main.spin_until(
+                    lambda: any(g.header.stamp == newer for g in grids), 5.0, proc) and \
+                    not any(g.header.stamp == older for g in grids):  # one grid of the pair
+                got = [g for g in grids if g.header.stamp == newer][-1]
+                break
+        assert got is not None, "no fused grid arrived"
+        lookups = [grid_lookup(Camera(k, 310, 94, pose), spec) for pose in poses.values()]
+        masks = [pixels(outs[cam]["drivable_mask"]) > 0 for cam in poses]
+        data = np.array(got.data, np.int8).reshape(spec.height, spec.width)
+        np.testing.assert_array_equal(data, sample_grid(fuse_lookups(lookups), *masks))
+        neither = (lookups[0].index < 0) & (lookups[1].index < 0)
+        np.testing.assert_array_equal(data == -1, neither)
+        xs, ys = spec.centres()
+        # each camera's own side of the grid is seen: both went into the one grid
+        assert (data[(ys > 8) & (xs < 15)] != -1).any() and (data[(ys < -8) & (xs < 15)] != -1).any()
+        assert got.header.frame_id == "base_link"
+        assert wait_diag(main, lambda d: int(d["published_drivable_grid"]) >= 1)
+    finally:
+        for client in clients.values():
+            client.close()
+        assert stop_node(proc) == 0
+    log = proc.stdout.read()
+    assert "Traceback" not in log, log
+
+
+def test_without_a_camera_pose_or_tf_there_is_no_grid_topic(
+        client_factory: Any, node: subprocess.Popen) -> None:
+    pytest.importorskip("rclpy")
+    try:
+        import tf2_ros  # noqa: F401
+        pytest.skip("tf2_ros is importable: the pose comes from TF")
+    except ImportError:
+        pass
+    client = client_factory(outputs=("labels",))
+    assert client.node.count_publishers("/segmentation/drivable_grid") == 0
+    assert client.node.count_publishers("/segmentation/labels") == 1

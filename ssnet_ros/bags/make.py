@@ -6,6 +6,9 @@ frame order (0001TP_006690 before 0001TP_006720, frame_9 before frame_10), and s
 CompressedImage); a label PNG named like its image (CamVid ``valannot/<name>.png``, KITTI road
 ``<prefix>_road_<n>.png``, Cityscapes ``*_gtFine_labelIds.png``) goes on ``--truth-topic`` as a
 mono8 Image with the same header. Images without a label file simply have no ground truth.
+With ``--calibration FX FY CX CY`` (pixels, for images of ``--calibration-size``, default the
+first image's size) a sensor_msgs/CameraInfo goes beside the image topic as a camera driver
+publishes it (``/camera/image_raw`` -> ``/camera/camera_info``), one per frame, same header.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from .truth import FRAME_NAMES_KEY, LABEL_FORMAT_KEY, LABEL_FORMATS, label_decod
 from ..errors import SSNetError
 from ..core import options as cli
 from ..core.fileio import read_rgb
+from ..ros.conversions import camera_info_topic
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff")
 FORMATS = ("raw", "jpeg", "png")
@@ -42,6 +46,7 @@ class MadeBag:
     labelled: int
     topic: str
     truth_topic: str | None
+    info_topic: str | None = None
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -72,8 +77,16 @@ def make_bag(images: str | Path, out: str | Path, *, labels: str | Path | None =
              truth_topic: str = "/ground_truth/labels", rate: float = 30.0,
              start: float = DEFAULT_START, frame_id: str = "camera", fmt: str = "raw",
              storage: str = "mcap", overwrite: bool = False, limit: int | None = None,
-             progress: bool = True) -> MadeBag:
-    """Write the bag; return what it holds."""
+             progress: bool = True,
+             calibration: Sequence[float] | None = None,
+             calibration_size: tuple[int, int] | None = None) -> MadeBag:
+    """Write the bag; return what it holds. ``calibration`` (fx, fy, cx, cy) for images of
+    ``calibration_size`` (height, width; default the first image's) adds camera_info."""
+    if calibration is not None and (len(calibration) != 4 or not all(
+            math.isfinite(v) for v in calibration) or calibration[0] <= 0 or
+            calibration[1] <= 0):
+        raise SSNetError(f"calibration must be fx fy cx cy with fx, fy > 0, got "
+                         f"{list(calibration)}")
     if rate <= 0:
         raise SSNetError(f"rate must be > 0 frames per second, got {rate}")
     if fmt not in FORMATS:
@@ -98,8 +111,12 @@ def make_bag(images: str | Path, out: str | Path, *, labels: str | Path | None =
         custom[LABEL_FORMAT_KEY] = label_format
         custom[TRUTH_TOPIC_KEY] = truth_topic
     msgtype = bm.IMAGE if fmt == "raw" else bm.COMPRESSED
+    info_topic = camera_info_topic(topic.removesuffix("/compressed")) if calibration else None
+    info_size = calibration_size
     with BagWriter(out, storage=storage, overwrite=overwrite, custom=custom) as writer:
         writer.add_topic(topic, msgtype, [SENSOR_QOS])
+        if info_topic:
+            writer.add_topic(info_topic, bm.CAMERA_INFO, [SENSOR_QOS])
         if labelled:
             writer.add_topic(truth_topic, bm.IMAGE, [qos(True, 10)])
         for stamp, (image, label) in tqdm(list(zip(stamps, pairs)), desc="make bag",
@@ -111,13 +128,18 @@ def make_bag(images: str | Path, out: str | Path, *, labels: str | Path | None =
             hdr = bm.header(stamp, frame_id)
             msg = bm.image(rgb, hdr) if fmt == "raw" else bm.compressed(rgb, hdr, fmt)
             writer.write(topic, stamp, msg)
+            if info_topic and calibration:
+                info_size = info_size or rgb.shape[:2]
+                writer.write(info_topic, stamp, bm.camera_info(
+                    hdr, info_size[1], info_size[0], *calibration))
             if label is not None:
                 truth = decode(label)
                 if truth.shape != rgb.shape[:2]:
                     raise SSNetError(f"label {label} is {truth.shape[1]}x{truth.shape[0]} but "
                                      f"image {image} is {rgb.shape[1]}x{rgb.shape[0]}")
                 writer.write(truth_topic, stamp, bm.image(truth, hdr))
-    return MadeBag(Path(out), len(pairs), labelled, topic, truth_topic if labelled else None)
+    return MadeBag(Path(out), len(pairs), labelled, topic, truth_topic if labelled else None,
+                   info_topic)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, default="raw",
                    help="raw: sensor_msgs/Image rgb8; jpeg, png: sensor_msgs/CompressedImage")
     p.add_argument("--storage", choices=STORAGES, default="mcap", help="rosbag2 storage")
+    p.add_argument("--calibration", nargs=4, type=float, default=None,
+                   metavar=("FX", "FY", "CX", "CY"),
+                   help="write a camera_info topic beside the image topic with this pinhole "
+                        "K (pixels; no distortion)")
+    p.add_argument("--calibration-size", type=cli.parse_size, default=None, metavar="HxW",
+                   help="the image size the calibration is for (default: the first image's)")
     cli.add(p, "--limit", "--overwrite", "--no-progress")
     return p
 
@@ -157,7 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                f"--start {args.start} must be a finite number of seconds >= 0"
                if not (math.isfinite(args.start) and args.start >= 0) else
                f"--limit {args.limit} must be >= 0 (0: all images)"
-               if args.limit < 0 else None)
+               if args.limit < 0 else
+               "--calibration-size needs --calibration"
+               if args.calibration_size and not args.calibration else None)
     if problem:
         raise cli.UsageError(problem)
     made = make_bag(args.images, args.out, labels=args.labels,
@@ -165,9 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     truth_topic=args.truth_topic, rate=args.fps, start=args.start,
                     frame_id=args.frame_id, fmt=args.format, storage=args.storage,
                     overwrite=args.overwrite, limit=args.limit or None,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, calibration=args.calibration,
+                    calibration_size=args.calibration_size)
     truth = f", {made.labelled} labels on {made.truth_topic}" if made.truth_topic else ""
-    print(f"wrote {made.path}: {made.frames} frames on {made.topic}{truth}")
+    info = f", camera_info on {made.info_topic}" if made.info_topic else ""
+    print(f"wrote {made.path}: {made.frames} frames on {made.topic}{truth}{info}")
     return 0
 
 

@@ -22,6 +22,7 @@ from ..errors import SSNetError
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
 IMAGE_TYPES = (IMAGE, COMPRESSED)
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 #: Encodings accepted for ground-truth label images (one uint8 class id per pixel).
 LABEL_ENCODINGS = ("mono8", "8UC1")
 _STAMP = struct.Struct("<iI")
@@ -92,6 +93,25 @@ def image(pixels: np.ndarray, hdr: Any) -> Any:
     return typestore().types[IMAGE](
         header=hdr, height=h, width=w, encoding="mono8" if channels == 1 else "rgb8",
         is_bigendian=0, step=w * channels, data=np.ascontiguousarray(pixels).reshape(-1))
+
+
+def camera_info(hdr: Any, width: int, height: int, fx: float, fy: float, cx: float,
+                cy: float) -> Any:
+    """A bag CameraInfo of a pinhole camera (no distortion) carrying ``hdr``."""
+    t = typestore().types
+    k = np.array([fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0])
+    p = np.array([fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0])
+    roi = t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
+                                                do_rectify=False)
+    return t[CAMERA_INFO](header=hdr, height=int(height), width=int(width),
+                          distortion_model="plumb_bob", d=np.zeros(5), k=k, r=np.eye(3).ravel(),
+                          p=p, binning_x=0, binning_y=0, roi=roi)
+
+
+def to_camera_info(msg: Any) -> tuple[tuple[float, ...], tuple[float, ...], str, int, int]:
+    """(K, D, distortion model, width, height) of a bag CameraInfo."""
+    return (tuple(float(v) for v in msg.k), tuple(float(v) for v in msg.d),
+            str(msg.distortion_model), int(msg.width), int(msg.height))
 
 
 def compressed(pixels: np.ndarray, hdr: Any, fmt: str = "jpeg", quality: int = 95) -> Any:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -110,6 +111,28 @@ class Camera:
         return rz @ ry @ rx
 
 
+def pose_from_optical(translation: Sequence[float], quaternion: Sequence[float]
+                      ) -> tuple[float, float, float, float, float, float]:
+    """The camera body frame's ``[x, y, z, roll, pitch, yaw]`` from the transform of its
+    *optical* frame (an image's frame_id, REP 103) in the grid frame: ``translation`` (x, y, z)
+    and ``quaternion`` (x, y, z, w), as TF gives them."""
+    qx, qy, qz, qw = (float(v) for v in quaternion)
+    norm = math.sqrt(qx * qx + qy * qy + qz * qz + qw * qw)
+    if not (math.isfinite(norm) and norm > 1e-9) or not all(
+            math.isfinite(float(v)) for v in translation):
+        raise SSNetError("the camera transform is not a finite translation and rotation")
+    qx, qy, qz, qw = qx / norm, qy / norm, qz / norm, qw / norm
+    r_grid_optical = np.array([
+        [1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qz * qw), 2 * (qx * qz + qy * qw)],
+        [2 * (qx * qy + qz * qw), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qx * qw)],
+        [2 * (qx * qz - qy * qw), 2 * (qy * qz + qx * qw), 1 - 2 * (qx * qx + qy * qy)]])
+    r = r_grid_optical @ BODY_FROM_OPTICAL.T
+    pitch = math.asin(max(-1.0, min(1.0, -r[2, 0])))
+    roll, yaw = math.atan2(r[2, 1], r[2, 2]), math.atan2(r[1, 0], r[0, 0])
+    x, y, z = (float(v) for v in translation)
+    return (x, y, z, roll, pitch, yaw)
+
+
 def to_optical(camera: Camera, points: np.ndarray) -> np.ndarray:
     """Grid-frame points (N, 3) in the camera's optical frame (N, 3)."""
     r_grid_optical = camera.rotation() @ BODY_FROM_OPTICAL
@@ -137,11 +160,32 @@ def project(camera: Camera, optical: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class GridLookup:
-    """Pixel of every cell centre: flat indices into an image of ``size`` (-1: unknown)."""
+    """Pixel of every cell centre: flat indices into the concatenated, flattened masks of
+    images of ``sizes`` (one size per camera; -1: unknown), and each cell's ground distance
+    from the camera that sees it (inf where unknown)."""
 
     index: np.ndarray
-    """(grid height, grid width) int64 of v * image width + u, -1 where unknown."""
-    size: tuple[int, int]
+    """(grid height, grid width) int64, -1 where unknown."""
+    sizes: tuple[tuple[int, int], ...]
+    distance: np.ndarray
+    """(grid height, grid width) float64 metres on the ground, inf where unknown."""
+    _on_device: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The image size of a single camera's lookup (height, width)."""
+        if len(self.sizes) != 1:
+            raise SSNetError(f"a fused lookup of {len(self.sizes)} cameras has no single size")
+        return self.sizes[0]
+
+    def device_index(self, device: Any) -> Any:
+        """The index as a torch tensor on ``device`` (copied once per device)."""
+        import torch
+
+        key = str(device)
+        if key not in self._on_device:
+            self._on_device[key] = torch.from_numpy(self.index).to(device)
+        return self._on_device[key]
 
 
 def grid_lookup(camera: Camera, grid: GridSpec, image_size: tuple[int, int] | None = None
@@ -155,6 +199,7 @@ def grid_lookup(camera: Camera, grid: GridSpec, image_size: tuple[int, int] | No
     optical = to_optical(cam, points)
     ahead = optical[:, 2] > 1e-3
     index = np.full(xs.size, -1, np.int64)
+    distance = np.full(xs.size, np.inf)
     if ahead.any():
         uv = project(cam, optical[ahead])
         u, v = np.floor(uv[:, 0]), np.floor(uv[:, 1])
@@ -166,19 +211,58 @@ def grid_lookup(camera: Camera, grid: GridSpec, image_size: tuple[int, int] | No
         ok = inside & resolved
         flat = np.where(ok, v * w + u, -1).astype(np.int64)
         index[np.flatnonzero(ahead)] = flat
-    return GridLookup(index.reshape(grid.height, grid.width), (h, w))
+        distance[np.flatnonzero(ahead)] = np.where(ok, dist, np.inf)
+    shape = (grid.height, grid.width)
+    return GridLookup(index.reshape(shape), ((h, w),), distance.reshape(shape))
 
 
-def sample_grid(lookup: GridLookup, drivable: np.ndarray) -> np.ndarray:
-    """OccupancyGrid data (grid height x width int8): 0 drivable, 100 not, -1 unknown."""
-    if drivable.shape != lookup.size:
-        raise SSNetError(f"mask is {drivable.shape[0]}x{drivable.shape[1]} but the lookup is "
-                         f"for {lookup.size[0]}x{lookup.size[1]} images")
-    flat = drivable.reshape(-1)
-    known = lookup.index >= 0
-    out = np.full(lookup.index.shape, UNKNOWN, np.int8)
-    out[known] = np.where(flat[lookup.index[known]], FREE, OCCUPIED)
-    return out
+def fuse_lookups(lookups: Sequence[GridLookup]) -> GridLookup:
+    """One lookup for several cameras' masks (concatenated in this order): each cell takes
+    the nearest camera (ground distance) that sees it; unknown only where none does."""
+    if not lookups:
+        raise SSNetError("fusing a drivable grid needs at least one camera")
+    shapes = {lk.index.shape for lk in lookups}
+    if len(shapes) != 1:
+        raise SSNetError(f"cannot fuse lookups of different grids: {sorted(shapes)}")
+    distance = np.stack([lk.distance for lk in lookups])
+    nearest = distance.argmin(axis=0)
+    offsets, total, sizes = [], 0, []
+    for lk in lookups:
+        offsets.append(total)
+        for h, w in lk.sizes:
+            total += h * w
+            sizes.append((h, w))
+    index = np.stack([np.where(lk.index >= 0, lk.index + off, -1)
+                      for lk, off in zip(lookups, offsets)])
+    fused = np.take_along_axis(index, nearest[None], 0)[0]
+    best = np.take_along_axis(distance, nearest[None], 0)[0]
+    return GridLookup(fused, tuple(sizes), best)
+
+
+def sample_grid(lookup: GridLookup, *masks: Any) -> Any:
+    """OccupancyGrid data (grid height x width int8): 0 drivable, 100 not, -1 unknown, from
+    one mask (nonzero = drivable) per camera of ``lookup``. numpy masks give a numpy grid;
+    torch masks (e.g. on the GPU, where the labels are) give a torch grid on their device."""
+    if len(masks) != len(lookup.sizes):
+        raise SSNetError(f"the lookup is for {len(lookup.sizes)} cameras, got {len(masks)} "
+                         f"masks")
+    for mask, (h, w) in zip(masks, lookup.sizes):
+        if tuple(mask.shape) != (h, w):
+            raise SSNetError(f"mask is {mask.shape[0]}x{mask.shape[1]} but the lookup is "
+                             f"for {h}x{w} images")
+    if isinstance(masks[0], np.ndarray):
+        flat = np.concatenate([np.asarray(m).reshape(-1) for m in masks])
+        known = lookup.index >= 0
+        out = np.full(lookup.index.shape, UNKNOWN, np.int8)
+        out[known] = np.where(flat[lookup.index[known]], FREE, OCCUPIED)
+        return out
+    import torch
+
+    flat = torch.cat([m.reshape(-1) for m in masks])
+    index = lookup.device_index(flat.device)
+    seen = flat[index.clamp(min=0)] != 0
+    free = torch.where(seen, FREE, OCCUPIED).to(torch.int8)
+    return torch.where(index >= 0, free, torch.full_like(free, UNKNOWN))
 
 
 def kitti_camera(width: int = 1242, height: int = 375) -> Camera:
@@ -188,9 +272,9 @@ def kitti_camera(width: int = 1242, height: int = 375) -> Camera:
                   1242, 375, (0.0, 0.0, 1.65, 0.0, 0.0, 0.0)).scaled(height, width)
 
 
-__all__: Sequence[str] = ("Camera", "GridLookup", "GridSpec", "grid_lookup", "grid_picture",
-                          "kitti_camera",
-                          "sample_grid", "FREE", "OCCUPIED", "UNKNOWN")
+__all__: Sequence[str] = ("Camera", "GridLookup", "GridSpec", "fuse_lookups", "grid_lookup",
+                          "grid_picture", "kitti_camera", "pose_from_optical", "sample_grid", "FREE", "OCCUPIED",
+                          "UNKNOWN")
 
 
 GRID_COLOURS = {FREE: (0, 200, 80), OCCUPIED: (200, 60, 60), UNKNOWN: (40, 40, 40)}

@@ -102,3 +102,10 @@ def rgb8_msg(pixels: np.ndarray, header: Header) -> Image:
     h, w = pixels.shape[:2]
     return Image(header=header, height=h, width=w, encoding="rgb8", is_bigendian=0, step=w * 3,
                  data=_data(pixels))
+
+
+def camera_info_topic(image_topic: str) -> str:
+    """The camera_info topic beside a resolved image topic, as image_transport's camera
+    subscriber reads it: ``/cam/image_raw`` -> ``/cam/camera_info``."""
+    base = image_topic.rsplit("/", 1)[0] if "/" in image_topic else ""
+    return f"{base}/camera_info" if base else "/camera_info"

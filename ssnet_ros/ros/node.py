@@ -44,14 +44,15 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from .batching import FrameGatherer
-from .parameters import DERIVED_PARAMETERS, OUTPUTS, PARAMETERS, validate
-from .conversions import check_compressed, check_image, compressed_to_rgb, image_to_rgb, \
-    mono8_msg, rgb8_msg
+from .parameters import DERIVED_PARAMETERS, OUTPUTS, PARAMETERS, camera_poses, validate
+from .conversions import (camera_info_topic, check_compressed, check_image, compressed_to_rgb,
+                          image_to_rgb, mono8_msg, rgb8_msg)
 from ..errors import SSNetError
 from ..core.render import CHANNELS
 from ..core.checkpoint import read_card
 from ..core.ground_grid import Camera as GroundCamera
-from ..core.ground_grid import GridLookup, grid_lookup, sample_grid
+from ..core.ground_grid import GridLookup, fuse_lookups, grid_lookup, pose_from_optical, \
+    sample_grid
 from ..core.segmenter import Segmenter, resolve_weights
 from ..core.stats import Counter, GapCounter, LatencyWindow, RateMeter
 
@@ -66,7 +67,7 @@ ERROR_LOG_PERIOD = 5.0
 """Seconds between repeated error logs about rejected frames."""
 STAGES = ("conversion", "inference", "publishing", "total")
 GRID_TOPIC = "segmentation/drivable_grid"
-"""nav_msgs/OccupancyGrid of the drivable mask on the ground (single camera, camera_pose set)."""
+"""nav_msgs/OccupancyGrid of the drivable mask on the ground (one, fused, for all cameras)."""
 
 
 class Camera:
@@ -92,9 +93,13 @@ class Camera:
         """fx of the latest camera_info (None until one with a usable K arrived)."""
         self.calibration: CameraInfo | None = None
         """The latest camera_info (its K, D and size project the drivable grid)."""
+        self.pose: tuple[float, ...] = ()
+        """The camera's pose in grid_frame (from camera_pose)."""
         self.grid: tuple[Any, GridLookup] | None = None
         """(key, lookup) of the drivable grid for the latest calibration and image size."""
         self.grid_published = Counter()
+        """Drivable grids this camera's frames went into."""
+        self.grid_problem_logged = False
 
     def wanted(self, publish: dict[str, bool]) -> set[str]:
         """Outputs switched on that someone subscribes to."""
@@ -170,12 +175,15 @@ class SegmentationBase:
     def _open_outputs(self) -> None:
         s = self.settings
         self.cameras = [Camera(name) for name in s.cameras or ("",)]
+        for cam, pose in zip(self.cameras, camera_poses(s)):
+            cam.pose = pose
         for cam in self.cameras:
             cam.pubs = {key: self.create_publisher(Image, cam.prefix + topic, OUTPUT_QOS)
                         for key, topic in OUTPUTS.items()}
+        self._tf_buffer = self._tf_listener = None
         self._grid_pub = self.create_publisher(OccupancyGrid, GRID_TOPIC, OUTPUT_QOS) \
-            if s.grid is not None else None
-        self._grid_problem_logged = False
+            if self._open_grid_source() else None
+        self._fused: tuple[Any, GridLookup] | None = None
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
     def _open_inputs(self) -> None:
@@ -240,6 +248,7 @@ class SegmentationBase:
         if getattr(self, "_grid_pub", None) is not None:
             self.destroy_publisher(self._grid_pub)
             self._grid_pub = None
+        self._tf_buffer = self._tf_listener = None
         self.cameras = []
 
     def _unload(self) -> None:
@@ -472,6 +481,9 @@ class SegmentationBase:
         results = self.segmenter.render_batch([frame.rgb for frame in ready], outputs,
                                               overlay_alpha=s.overlay_alpha)
         inference = time.perf_counter() - t1
+        if grid:
+            self._publish_grid([(f.camera, r["drivable_mask"], f.msg.header)
+                                for f, r in zip(ready, results)])
         for frame, result in zip(ready, results):
             t2 = time.perf_counter()
             cam, header = frame.camera, frame.msg.header
@@ -480,8 +492,6 @@ class SegmentationBase:
                     make = mono8_msg if CHANNELS[key] == 1 else rgb8_msg
                     cam.pubs[key].publish(make(result[key], header))
                     cam.published[key].add()
-            if grid:
-                self._publish_grid(cam, result["drivable_mask"], header)
             cam.processed.tick()
             cam.batch_size.add(float(len(ready)))
             for stage, seconds in (("conversion", frame.conversion), ("inference", inference),
@@ -495,40 +505,99 @@ class SegmentationBase:
         s, pub = self.settings, getattr(self, "_grid_pub", None)
         return bool(s.publish_grid and pub is not None and pub.get_subscription_count() > 0)
 
-    def _publish_grid(self, cam: Camera, mask: Any, header: Header) -> None:
-        """Project the drivable mask (mono8) onto the ground and publish the OccupancyGrid."""
-        s = self.settings
-        info = cam.calibration
-        if info is None or s.grid is None:
-            if not self._grid_problem_logged:
-                self._grid_problem_logged = True
-                self.get_logger().warning(
-                    f"no drivable grid yet: no usable camera_info on {cam.info_topic}")
+    def _publish_grid(self, frames: list[tuple[Camera, Any, Header]]) -> None:
+        """Project the frames' drivable masks (mono8) onto the ground and publish one
+        OccupancyGrid: with several cameras each cell takes the nearest camera that sees it
+        (of the cameras in this batch); the stamp is the newest of their images'."""
+        parts = [(cam, lookup, mask, header) for cam, mask, header in frames
+                 if (lookup := self._camera_lookup(cam, mask.shape[:2], header)) is not None]
+        if not parts:
             return
-        size = mask.shape[:2]
-        key = (tuple(info.k), tuple(info.d), info.distortion_model, info.width, info.height,
-               size, s.camera_pose, s.grid)
-        if cam.grid is None or cam.grid[0] != key:
-            try:
-                camera = GroundCamera(tuple(float(v) for v in info.k), int(info.width),
-                                      int(info.height), s.camera_pose,
-                                      tuple(float(v) for v in info.d), info.distortion_model)
-            except SSNetError as exc:
-                self._log_error(f"no drivable grid: camera_info on {cam.info_topic}: {exc}")
-                return
-            cam.grid = (key, grid_lookup(camera, s.grid, size))
-        data = sample_grid(cam.grid[1], mask > 0)
-        g = s.grid
+        key = tuple(id(lookup) for _, lookup, _, _ in parts)
+        if self._fused is None or self._fused[0] != key:
+            lookups = [lookup for _, lookup, _, _ in parts]
+            self._fused = (key, lookups[0] if len(lookups) == 1 else fuse_lookups(lookups))
+        data = sample_grid(self._fused[1], *(mask > 0 for _, _, mask, _ in parts))
+        stamp = max((header.stamp for *_, header in parts),
+                    key=lambda t: (t.sec, t.nanosec))
+        s, g = self.settings, self.settings.grid
         msg = OccupancyGrid()
-        msg.header = Header(stamp=header.stamp, frame_id=s.grid_frame)
-        msg.info.map_load_time = header.stamp
+        msg.header = Header(stamp=stamp, frame_id=s.grid_frame)
+        msg.info.map_load_time = stamp
         msg.info.resolution = float(g.resolution)
         msg.info.width, msg.info.height = g.width, g.height
         msg.info.origin.position.x, msg.info.origin.position.y = g.x_range[0], g.y_range[0]
         msg.info.origin.orientation.w = 1.0
         msg.data = array.array("b", data.reshape(-1).tobytes())
         self._grid_pub.publish(msg)
-        cam.grid_published.add()
+        for cam, *_ in parts:
+            cam.grid_published.add()
+
+    def _open_grid_source(self) -> bool:
+        """Where the cameras' poses come from: camera_pose, else TF (tf2_ros); False, said
+        once, when neither is there (no drivable grid)."""
+        s = self.settings
+        if s.grid is None or s.camera_pose:
+            return s.grid is not None
+        try:
+            import tf2_ros
+        except ImportError:
+            self.get_logger().info(
+                "no segmentation/drivable_grid: camera_pose is empty and tf2_ros is not "
+                "importable here, so there is no camera pose (set camera_pose)")
+            return False
+        self._tf_buffer = tf2_ros.Buffer()
+        self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
+        self.get_logger().info(f"drivable grid: camera poses from TF ({s.grid_frame} -> "
+                               f"each image's frame_id)")
+        return True
+
+    def _camera_pose(self, cam: Camera, header: Header) -> tuple[float, ...] | None:
+        """The camera's pose in grid_frame: camera_pose, or TF at the image's stamp."""
+        if cam.pose:
+            return cam.pose
+        if self._tf_buffer is None:
+            return None
+        from rclpy.time import Time
+
+        try:
+            tf = self._tf_buffer.lookup_transform(self.settings.grid_frame, header.frame_id,
+                                                  Time.from_msg(header.stamp))
+            t, q = tf.transform.translation, tf.transform.rotation
+            return pose_from_optical((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+        except Exception as exc:  # noqa: BLE001 - tf2 raises several lookup exceptions
+            self._log_error(f"no drivable grid from {cam.input_topic}: no transform "
+                            f"{self.settings.grid_frame} -> {header.frame_id!r}: {exc}")
+            return None
+
+    def _camera_lookup(self, cam: Camera, size: tuple[int, int], header: Header
+                       ) -> GridLookup | None:
+        """The camera's cell-to-pixel lookup for its latest camera_info, pose and this image
+        size (computed once per calibration and pose); None, said once, while there is no
+        usable camera_info."""
+        s, info = self.settings, cam.calibration
+        if info is None or s.grid is None:
+            if not cam.grid_problem_logged:
+                cam.grid_problem_logged = True
+                self.get_logger().warning(
+                    f"no drivable grid from {cam.input_topic} yet: no usable camera_info on "
+                    f"{cam.info_topic}")
+            return None
+        pose = self._camera_pose(cam, header)
+        if pose is None:
+            return None
+        key = (tuple(info.k), tuple(info.d), info.distortion_model, info.width, info.height,
+               size, pose, s.grid)
+        if cam.grid is None or cam.grid[0] != key:
+            try:
+                camera = GroundCamera(tuple(float(v) for v in info.k), int(info.width),
+                                      int(info.height), pose,
+                                      tuple(float(v) for v in info.d), info.distortion_model)
+            except SSNetError as exc:
+                self._log_error(f"no drivable grid: camera_info on {cam.info_topic}: {exc}")
+                return None
+            cam.grid = (key, grid_lookup(camera, s.grid, size))
+        return cam.grid[1]
 
     # -- diagnostics ------------------------------------------------------------------------
 
@@ -615,12 +684,6 @@ class SegmentationNode(SegmentationBase, Node):
         self._open_outputs()
         self._open_inputs()
 
-
-def camera_info_topic(image_topic: str) -> str:
-    """The camera_info topic beside a resolved image topic, as image_transport's camera
-    subscriber reads it: ``/cam/image_raw`` -> ``/cam/camera_info``."""
-    base = image_topic.rsplit("/", 1)[0] if "/" in image_topic else ""
-    return f"{base}/camera_info" if base else "/camera_info"
 
 
 def status_name(fully_qualified_node_name: str, camera: str = "") -> str:

@@ -109,8 +109,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("camera_pose", [], _T.DOUBLE_ARRAY,
               "[x, y, z, roll, pitch, yaw] (metres, radians) of the camera body frame (REP 103: "
               "x along the optical axis, y left, z up) in grid_frame, as static_transform_"
-              "publisher grid_frame camera_link would give it. Empty: no drivable grid.",
-              constraints="empty or six numbers"),
+              "publisher grid_frame camera_link would give it; with several cameras six numbers "
+              "per camera in the order of cameras (one fused grid). Empty: the pose from TF "
+              "(grid_frame -> the image's frame_id at its stamp) where tf2_ros is importable, "
+              "else no drivable grid.",
+              constraints="empty or six numbers per camera"),
     ParamSpec("publish_drivable_grid", True, _T.BOOL,
               "Publish segmentation/drivable_grid (nav_msgs/OccupancyGrid: 0 drivable, 100 not, "
               "-1 unknown) from camera_info and camera_pose; computed only while someone "
@@ -144,12 +147,19 @@ class Settings:
     cameras: tuple[str, ...] = ()
     """Camera names; empty for the single camera on ``image``."""
     grid: GridSpec | None = None
-    """The drivable grid (None: camera_pose not given)."""
+    """The drivable grid's cells (published with camera_pose, or the pose from TF)."""
     grid_frame: str = "base_link"
     camera_pose: tuple[float, ...] = ()
+    """Six numbers per camera in the order of cameras (see :func:`camera_poses`)."""
     publish_grid: bool = True
     batch_wait: float = 0.005
     """Seconds to wait for the other cameras' frames."""
+
+
+def camera_poses(settings: Settings) -> list[tuple[float, ...]]:
+    """Each camera's ``[x, y, z, roll, pitch, yaw]`` in the order of ``cameras``."""
+    p = settings.camera_pose
+    return [tuple(p[i:i + 6]) for i in range(0, len(p), 6)]
 
 
 def validate(values: dict[str, Any]) -> Settings:
@@ -185,8 +195,11 @@ def validate(values: dict[str, Any]) -> Settings:
     if len(set(cameras)) != len(cameras):
         raise SSNetError(f"parameter cameras names a camera twice: {list(cameras)}")
     pose = tuple(float(v) for v in values["camera_pose"] or ())
-    if pose and (len(pose) != 6 or not all(math.isfinite(v) for v in pose)):
-        raise SSNetError(f"parameter camera_pose must be empty or six numbers [x, y, z, roll, "
+    count = max(1, len(cameras))
+    if pose and (len(pose) != 6 * count or not all(math.isfinite(v) for v in pose)):
+        each = f"six numbers per camera ({6 * count} for {count} cameras)" if cameras else \
+            "six numbers"
+        raise SSNetError(f"parameter camera_pose must be empty or {each} [x, y, z, roll, "
                          f"pitch, yaw], got {list(pose)}")
     for name in ("grid_x_range", "grid_y_range"):
         rng = list(values[name] or ())
@@ -197,9 +210,6 @@ def validate(values: dict[str, Any]) -> Settings:
                         tuple(values["grid_y_range"]))
     except SSNetError as exc:
         raise SSNetError(f"parameters grid_*: {exc}") from None
-    if pose and cameras:
-        raise SSNetError("parameter camera_pose gives one camera's pose; the drivable grid "
-                         "is not available with several cameras yet")
     if not str(values["grid_frame"]).strip():
         raise SSNetError("parameter grid_frame must not be empty")
     return Settings(
@@ -210,5 +220,5 @@ def validate(values: dict[str, Any]) -> Settings:
         overlay_alpha=float(values["overlay_alpha"]),
         publish={key: bool(values[f"publish_{key}"]) for key in OUTPUTS},
         cameras=cameras, batch_wait=float(values["batch_wait_ms"]) / 1000.0,
-        grid=grid if pose else None, grid_frame=str(values["grid_frame"]), camera_pose=pose,
+        grid=grid, grid_frame=str(values["grid_frame"]), camera_pose=pose,
         publish_grid=bool(values["publish_drivable_grid"]))

@@ -2,7 +2,8 @@
 
     .venv/bin/ssnet-benchmark [--weights W [W2 ...]] [--sizes 375x1242,360x480] \\
         [--batches 1,4] \\
-        [--precisions fp16,bf16,fp32] [--stages model,core,node] [--frames 5] [--threads 1] \\
+        [--precisions fp16,bf16,fp32] [--stages model,core,grid,node] [--frames 5] \\
+        [--threads 1] \\
         [--compare-nodes 4] [--out bench.json]
 
 Sizes are height x width (HxW), as everywhere in ssnet_ros.
@@ -12,6 +13,11 @@ Stages, each at the camera resolution (the network runs at the image's own size)
 * model: ``model(x)`` on a ready normalised batch on the device (eager);
 * core: :meth:`Segmenter.render_batch` from uint8 frames in host memory to labels and
   drivable mask in host memory (on CUDA: pinned copies and CUDA-graph replay);
+* grid: the drivable grid's per-frame cost beside inference: sampling a 400x400-cell grid
+  (0.1 m, 40 x 40 m) from the drivable masks of the batch's cameras (one fused grid for N
+  cameras, as the node does), where the masks are (on CUDA: on the GPU); the cell-to-pixel
+  lookup is computed once, as in the node. Its row also says what share of the core stage's
+  time in this run that is;
 * node: the node in its own process over DDS; batch N is one node serving N cameras that
   publish together (labels and drivable mask subscribed; two frames in flight per camera).
 
@@ -47,6 +53,7 @@ from torch import nn
 from ..errors import SSNetError
 from ..core import options as cli
 from ..core.fileio import check_file_output, write_json
+from ..core.ground_grid import Camera, GridSpec, fuse_lookups, grid_lookup, kitti_camera, sample_grid
 from ..core.preprocessing import normalize
 from ..core.segmenter import Segmenter, resolve_device, resolve_weights
 
@@ -66,7 +73,9 @@ CUDA_PEAKS: tuple[tuple[str, str, dict[str, float]], ...] = (
     ("Orin", "Jetson AGX Orin 64GB GPU (approx.)", {"fp16": 42.5, "bf16": 42.5, "tf32": 21.3,
                                                     "fp32": 5.3}),
 )
-STAGES = ("model", "core", "node")
+STAGES = ("model", "core", "grid", "node")
+GRID = GridSpec(0.1, (0.0, 40.0), (-20.0, 20.0))
+"""The benchmark's drivable grid: 400 x 400 cells."""
 NODE_OUTPUTS = ("labels", "drivable_mask")
 
 
@@ -81,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", default="1,4", help="batch sizes (= cameras for the node)")
     p.add_argument("--precisions", default="",
                    help="comma separated; default fp16,bf16,fp32 on CUDA, fp32,bf16 on the CPU")
-    p.add_argument("--stages", default="model,core,node", help=f"any of {', '.join(STAGES)}")
+    p.add_argument("--stages", default="model,core,grid,node",
+                   help=f"any of {', '.join(STAGES)}")
     p.add_argument("--frames", type=int, default=5, help="timed batches per model/core row")
     p.add_argument("--warmup", type=int, default=2, help="untimed batches first")
     p.add_argument("--node-frames", type=int, default=0,
@@ -230,6 +240,25 @@ def time_core(seg: Segmenter, images: Sequence[np.ndarray], frames: int, warmup:
     """Seconds per batch of Segmenter.render_batch (host uint8 in, host outputs out)."""
     return _timed(lambda: seg.render_batch(images, NODE_OUTPUTS), frames, warmup,
                   lambda: None)
+
+
+def time_grid(seg: Segmenter, images: Sequence[np.ndarray], frames: int, warmup: int
+              ) -> list[float]:
+    """Seconds per drivable grid (:data:`GRID`) fused from the batch's cameras: KITTI's
+    camera level at 1.65 m, scaled to the image size, one camera per image, yawed apart;
+    sampled where the masks are (the GPU with CUDA)."""
+    h, w = images[0].shape[:2]
+    masks = [out["drivable_mask"] for out in seg.render_batch(images, ("drivable_mask",))]
+    base = kitti_camera(w, h)
+    cams = [Camera(base.k, w, h, (0.0, 0.0, 1.65, 0.0, 0.0, 0.6 * (i - (len(images) - 1) / 2)))
+            for i in range(len(images))]
+    lookups = [grid_lookup(c, GRID) for c in cams]
+    lookup = lookups[0] if len(lookups) == 1 else fuse_lookups(lookups)
+    if seg.device.type == "cuda":
+        on_device = [torch.from_numpy(np.ascontiguousarray(m)).to(seg.device) for m in masks]
+        return _timed(lambda: sample_grid(lookup, *on_device), frames, warmup,
+                      _sync(seg.device))
+    return _timed(lambda: sample_grid(lookup, *masks), frames, warmup, lambda: None)
 
 
 def _sync(device: torch.device) -> Callable[[], None]:
@@ -617,6 +646,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             del segs
     bar.close()
     result: dict[str, Any] = {
+        "grid": grid_shares(rows),
         "weights": [str(w) for w in args.weights], "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
         else _cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -631,6 +661,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         rclpy.try_shutdown(context=context)
     return result
+
+
+def grid_shares(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """Each grid row's time against the core row of the same setting, measured in this run."""
+    core = {(r.model, r.size, r.batch, r.precision): r for r in rows if r.stage == "core"}
+    out = []
+    for r in rows:
+        if r.stage != "grid":
+            continue
+        c = core.get((r.model, r.size, r.batch, r.precision))
+        out.append({"model": r.model, "size": list(r.size), "batch": r.batch,
+                    "precision": r.precision, "cells": r.note, "grid_ms": r.latency_ms,
+                    "core_ms": c.latency_ms if c else None,
+                    "share_of_core": r.latency_ms / c.latency_ms if c else None})
+    return out
 
 
 def stage_rows(args: argparse.Namespace, context: Any, stage: str, seg: Segmenter,
@@ -651,6 +696,10 @@ def stage_rows(args: argparse.Namespace, context: Any, stage: str, seg: Segmente
         return [_row("core", size, batch, precision,
                       time_core(seg, frames, args.frames, args.warmup), flops, peak,
                       model=label)]
+    if stage == "grid":
+        return [_row("grid", size, batch, precision,
+                     time_grid(seg, frames, max(args.frames, 20), args.warmup), 0, None,
+                     note=f"{GRID.width}x{GRID.height} cells", model=label)]
     return [node_row(args, context, weights, label, size, batch, precision, frames, flops,
                      peak)]
 
@@ -737,6 +786,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"({flops / 2 / (h * w) / 1e3:.1f} kMAC per camera pixel)")
     for precision, (value, label) in result["peaks"].items():
         print(f"peak {precision}: {value:.3f} TFLOP/s ({label})")
+    for g in result["grid"]:
+        share = f", {100 * g['share_of_core']:.2f}% of the core stage's {g['core_ms']:.1f} ms" \
+            if g["share_of_core"] is not None else ""
+        print(f"drivable grid {g['cells']} from {g['batch']} camera(s) "
+              f"{g['size'][0]}x{g['size'][1]} ({g['precision']}): {g['grid_ms']:.3f} ms per "
+              f"grid on {result['device']}{share}")
     if "compare_nodes" in result:
         c = result["compare_nodes"]
         print(f"{c['cameras']} cameras {c['camera_size'][0]}x{c['camera_size'][1]} (network "
