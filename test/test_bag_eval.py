@@ -332,3 +332,38 @@ def test_a_bag_without_images_among_several_is_reported_not_fatal(
     assert main([str(tmp_path / "good"), "--out", str(out), "--overwrite", "--weights",
                  str(ssnet_checkpoint_varied), "--device", "cpu", "--input-height", "48",
                  "--input-width", "64", "--no-progress"]) == 0
+
+
+def test_a_bag_with_camera_info_gets_the_drivable_grid(tmp_path: Path, camvid_val: Path,
+                                                      segmenter: Segmenter) -> None:
+    """ssnet-make-bag --calibration + ssnet-eval-bag --camera-pose: camera_info is copied and
+    one OccupancyGrid per frame is written, stamped like its frame, in --grid-frame, holding
+    the output drivable mask projected with the bag's calibration; without --camera-pose the
+    report says how to get it."""
+    from ssnet_ros.core.ground_grid import Camera, GridSpec, grid_lookup, sample_grid
+
+    bag = tmp_path / "drive"
+    make_bag(camvid_val / "val", bag, calibration=(50.0, 50.0, 32.0, 20.0), progress=False)
+    pose = (0.0, 0.0, 1.5, 0.0, 0.1, 0.0)
+    spec = GridSpec(0.25, (0.0, 12.0), (-6.0, 6.0))
+    options = EvalOptions(progress=False, camera_pose=pose, grid=spec, grid_frame="ego")
+    report = run(segmenter, [bag], tmp_path / "out", options, NET)
+    assert report["bags"][0]["drivable_grids"] == 6
+    out = tmp_path / "out" / "drive"
+    grids = read(out, "/segmentation/drivable_grid")
+    masks = read(out, "/segmentation/drivable_mask")
+    assert len(read(out, "/camera/camera_info")) == 6 and len(grids) == 6
+    lookup = grid_lookup(Camera((50.0, 0.0, 32.0, 0.0, 50.0, 20.0, 0.0, 0.0, 1.0), 64, 48,
+                                pose), spec)
+    for (ts, grid, _), (ts_mask, mask, _) in zip(grids, masks):
+        assert ts == ts_mask and grid.header == mask.header.__class__(
+            stamp=mask.header.stamp, frame_id="ego")
+        assert (grid.info.width, grid.info.height, grid.info.resolution) == (48, 48, 0.25)
+        assert (grid.info.origin.position.x, grid.info.origin.position.y) == (0.0, -6.0)
+        expected = sample_grid(lookup, bm.to_labels(mask) > 0)
+        np.testing.assert_array_equal(np.asarray(grid.data).reshape(48, 48), expected)
+    assert (np.asarray(grids[0][1].data) != -1).sum() > 50
+    report = run(segmenter, [bag], tmp_path / "out2", EvalOptions(progress=False), NET)
+    assert report["bags"][0]["drivable_grids"] == 0
+    assert any("--camera-pose" in n for n in report["bags"][0]["notes"])
+    assert len(read(tmp_path / "out2" / "drive", "/camera/camera_info")) == 6

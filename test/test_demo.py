@@ -31,7 +31,7 @@ def test_demo_writes_every_output_for_every_image(
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(3)
-    sizes = {"b_second": (90, 160), "a_first": (120, 200)}
+    sizes = {"b_second": (90, 160), "a_first": (120, 200), "c_kitti": (375, 1242)}
     for name, (h, w) in sizes.items():
         cv2.imwrite(str(images / f"{name}.png"), rng.integers(0, 256, (h, w, 3), np.uint8))
     (images / "notes.txt").write_text("not an image")
@@ -39,9 +39,18 @@ def test_demo_writes_every_output_for_every_image(
     result = demo("--images", str(images), "--weights", str(ssnet_checkpoint_varied),
                   "--out", str(out), "--input-height", "64", "--input-width", "96")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "segmented 2 of 2 images" in result.stdout
+    assert "segmented 3 of 3 images" in result.stdout
     written = sorted(p.name for p in out.iterdir())
-    assert written == sorted(f"{n}_{s}.png" for n in sizes for s in SUFFIXES)
+    assert written == sorted([f"{n}_{s}.png" for n in sizes for s in SUFFIXES]
+                             + ["c_kitti_grid.png", "grid_check.json"])
+    # the KITTI-sized frame: the node's own grid, checked against its labels projected by
+    # OpenCV (every seen cell agrees, nothing claimed outside the image)
+    import json
+
+    check = json.loads((out / "grid_check.json").read_text())["c_kitti.png"]
+    assert check["agreement"] == 1.0 and check["claimed_unseen"] == 0
+    assert check["cells_seen"] > 30000 and check["ego_lane_seen"] == 1.0
+    assert read_rgb(out / "c_kitti_grid.png").shape == (400, 400, 3)
     for name, (h, w) in sizes.items():
         original = read_rgb(images / f"{name}.png")
         np.testing.assert_array_equal(read_rgb(out / f"{name}_input.png"), original)

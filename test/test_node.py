@@ -756,3 +756,75 @@ def test_without_a_camera_pose_or_tf_there_is_no_grid_topic(
     client = client_factory(outputs=("labels",))
     assert client.node.count_publishers("/segmentation/drivable_grid") == 0
     assert client.node.count_publishers("/segmentation/labels") == 1
+
+
+def test_on_a_real_kitti_frame_the_grid_is_the_published_labels_on_the_road(
+        ros_context: Any) -> None:
+    """The shipped model on a real KITTI road frame with KITTI's published calibration (fx =
+    fy = 721.5377, cx = 609.5593, cy = 172.854, camera 1.65 m above the road, level): the
+    node's grid equals its own published labels projected independently (cv2.projectPoints
+    of every cell centre, the drivable classes looked up there) on every cell both call seen,
+    and the ego lane 6-20 m ahead is drivable."""
+    import cv2
+    from conftest import SHARED_DATA
+    from nav_msgs.msg import OccupancyGrid
+    from sensor_msgs.msg import CameraInfo
+
+    from ssnet_ros.core.checkpoint import read_card
+    from ssnet_ros.core.fileio import read_rgb
+    from ssnet_ros.core.segmenter import resolve_weights
+
+    frame = SHARED_DATA / "kitti_road_testing" / "uu_000066.png"
+    if not frame.is_file():
+        pytest.skip(f"the real KITTI frames are not at {frame.parent}")
+    rgb = read_rgb(frame)
+    h, w = rgb.shape[:2]
+    fx, cx, cy = 721.5377, 609.5593 * w / 1242, 172.854 * h / 375
+    k = [fx, 0.0, cx, 0.0, fx, cy, 0.0, 0.0, 1.0]
+    proc = start_node({"camera_pose": [0.0, 0.0, 1.65, 0.0, 0.0, 0.0],
+                       "diagnostics_period": 0.5}, {"__ns": "/kitti"})
+    client = SegmentationClient(ros_context, outputs=("labels",), namespace="/kitti",
+                                name="kitti_client")
+    grids: list[OccupancyGrid] = []
+    sub = client.node.create_subscription(OccupancyGrid, "/kitti/segmentation/drivable_grid",
+                                          grids.append, 10)
+    info_pub = client.node.create_publisher(CameraInfo, "/kitti/camera_info", 10)
+    try:
+        check_started(proc, client)
+        assert client.spin_until(lambda: sub.get_publisher_count() > 0
+                                 and info_pub.get_subscription_count() > 0, 10.0)
+        for _ in range(3):
+            info_pub.publish(CameraInfo(width=w, height=h, k=k, d=[0.0] * 5,
+                                        distortion_model="plumb_bob"))
+            client.spin_until(lambda: False, 0.1)
+        msg = image_msg(rgb, 10**9 * 77, "camera_left")
+        client.send(msg)
+        out = client.wait_outputs(msg.header, proc=proc, timeout=120.0)
+        assert out is not None and client.spin_until(
+            lambda: any(g.header.stamp == msg.header.stamp for g in grids), 10.0, proc)
+    finally:
+        client.close()
+        assert stop_node(proc) == 0
+    grid_msg = next(g for g in grids if g.header.stamp == msg.header.stamp)
+    grid = np.array(grid_msg.data, np.int8).reshape(grid_msg.info.height, grid_msg.info.width)
+    res, x0, y0 = grid_msg.info.resolution, grid_msg.info.origin.position.x, \
+        grid_msg.info.origin.position.y
+    labels = pixels(out["labels"])
+    card = read_card(resolve_weights(None))
+    drivable = [card.class_names.index(c) for c in card.drivable_classes]
+    xs, ys = np.meshgrid(x0 + (np.arange(grid.shape[1]) + 0.5) * res,
+                         y0 + (np.arange(grid.shape[0]) + 0.5) * res)
+    pts = np.stack([xs.ravel(), ys.ravel(), np.zeros(xs.size)], 1)
+    r = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])  # optical <- base
+    t = -r @ np.array([0.0, 0.0, 1.65])
+    uv, _ = cv2.projectPoints(pts, cv2.Rodrigues(r)[0], t, np.reshape(k, (3, 3)), None)
+    u, v = np.floor(uv.reshape(-1, 2)).astype(int).T
+    seen = (pts[:, 0] > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    mine = np.full(xs.size, -1, np.int8)
+    mine[seen] = np.where(np.isin(labels[v[seen], u[seen]], drivable), 0, 100)
+    mine = mine.reshape(grid.shape)
+    both = (grid != -1) & (mine != -1)
+    assert both.sum() > 20000 and (grid[both] == mine[both]).mean() >= 0.99
+    assert ((grid != -1) & (mine == -1)).sum() == 0  # the grid only claims what is seen
+    ego = (xs > 6.0) & (xs < 20.0) & (np.abs(ys) < 1.0)
+    assert (grid[ego] != -1).mean() > 0.95 and (grid[ego] == 0).mean() > 0.9

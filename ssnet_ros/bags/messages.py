@@ -23,6 +23,7 @@ IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
 IMAGE_TYPES = (IMAGE, COMPRESSED)
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+OCCUPANCY_GRID = "nav_msgs/msg/OccupancyGrid"
 #: Encodings accepted for ground-truth label images (one uint8 class id per pixel).
 LABEL_ENCODINGS = ("mono8", "8UC1")
 _STAMP = struct.Struct("<iI")
@@ -106,6 +107,21 @@ def camera_info(hdr: Any, width: int, height: int, fx: float, fy: float, cx: flo
     return t[CAMERA_INFO](header=hdr, height=int(height), width=int(width),
                           distortion_model="plumb_bob", d=np.zeros(5), k=k, r=np.eye(3).ravel(),
                           p=p, binning_x=0, binning_y=0, roi=roi)
+
+
+def occupancy_grid(data: np.ndarray, grid: Any, hdr: Any) -> Any:
+    """A bag nav_msgs/OccupancyGrid of ``data`` (grid height x width int8) over ``grid`` (a
+    :class:`ssnet_ros.core.ground_grid.GridSpec`), identity orientation, carrying ``hdr``."""
+    t = typestore().types
+    point = t["geometry_msgs/msg/Point"](x=float(grid.x_range[0]), y=float(grid.y_range[0]),
+                                        z=0.0)
+    quat = t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)
+    info = t["nav_msgs/msg/MapMetaData"](
+        map_load_time=hdr.stamp, resolution=float(grid.resolution), width=int(grid.width),
+        height=int(grid.height), origin=t["geometry_msgs/msg/Pose"](position=point,
+                                                                    orientation=quat))
+    return t[OCCUPANCY_GRID](header=hdr, info=info,
+                             data=np.ascontiguousarray(data, np.int8).reshape(-1))
 
 
 def to_camera_info(msg: Any) -> tuple[tuple[float, ...], tuple[float, ...], str, int, int]:

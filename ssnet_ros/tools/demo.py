@@ -8,8 +8,12 @@ profile), publishes every image of DIR in name order as a sensor_msgs/Image (fra
 NAME_color.png, NAME_overlay.png, NAME_drivable.png, NAME_labels.png (class ids as grey
 values) and NAME_panel.png (class overlay above the drivable mask tinted over the image,
 with a class-colour legend) into --out. For KITTI-sized frames (the default images) it also
-writes NAME_grid.png: the drivable mask projected onto the ground with KITTI's published
-calibration, 40 m ahead and 20 m to each side (drivable green, not drivable red, unknown grey).
+publishes KITTI's published calibration as camera_info (camera 1.65 m above the road, level:
+the node's camera_pose) and writes NAME_grid.png: the node's segmentation/drivable_grid, 40 m
+ahead and 20 m to each side (drivable green, not drivable red, unknown grey). It checks that
+grid against the node's published labels projected independently (OpenCV's projectPoints of
+every cell centre) and measures the ego lane (|y| < 1 m, 6-20 m ahead); grid_check.json holds
+both per frame.
 """
 
 from __future__ import annotations
@@ -26,9 +30,9 @@ import numpy as np
 from ..errors import SSNetError
 from ..core import options as cli
 from ..core.checkpoint import read_card
-from ..core.fileio import read_rgb, write_png
+from ..core.fileio import read_rgb, write_json, write_png
 from ..core.segmenter import DEFAULT_WEIGHTS, TRAIN_HINT, default_weights, resolve_weights
-from ..core.ground_grid import GridSpec, grid_lookup, grid_picture, kitti_camera, sample_grid
+from ..core.ground_grid import GridSpec, grid_picture, kitti_camera
 from ..core.visualize import panel
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
@@ -83,6 +87,8 @@ def find_weights(weights: str) -> Path:
 
 
 DEMO_GRID = GridSpec(resolution=0.1, x_range=(0.0, 40.0), y_range=(-20.0, 20.0))
+KITTI_HEIGHT = 1.65
+"""Metres from the road to KITTI's cameras (the demo's camera_pose: level, at the origin)."""
 
 
 def is_kitti_size(height: int, width: int) -> bool:
@@ -90,13 +96,36 @@ def is_kitti_size(height: int, width: int) -> bool:
     return 1224 <= width <= 1242 and 370 <= height <= 376
 
 
-def kitti_grid_picture(drivable: np.ndarray) -> np.ndarray:
-    """The drivable mask on the ground, 40 m ahead and 20 m each side, with KITTI's published
-    calibration (fx = fy = 721.5377, cx = 609.5593, cy = 172.854; level, 1.65 m up)."""
-    h, w = drivable.shape
-    camera = kitti_camera(w, h)
-    data = sample_grid(grid_lookup(camera, DEMO_GRID, (h, w)), drivable)
-    return grid_picture(data, DEMO_GRID, cell_px=1)
+def opencv_grid(labels: np.ndarray, drivable_ids: list[int], k: list[float], pose_z: float,
+                grid: GridSpec) -> np.ndarray:
+    """The grid the labels give, projected independently of ssnet_ros' projection code: each
+    cell centre through OpenCV's projectPoints (a level camera ``pose_z`` m above z = 0 at the
+    grid origin), 0 where the label there is drivable, 100 where not, -1 outside the image."""
+    import cv2
+
+    h, w = labels.shape
+    xs, ys = grid.centres()
+    pts = np.stack([xs.ravel(), ys.ravel(), np.zeros(xs.size)], 1)
+    rot = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])  # optical <- grid
+    uv, _ = cv2.projectPoints(pts, cv2.Rodrigues(rot)[0], -rot @ np.array([0.0, 0.0, pose_z]),
+                              np.reshape(np.asarray(k, float), (3, 3)), None)
+    u, v = np.floor(uv.reshape(-1, 2)).astype(np.int64).T
+    seen = (pts[:, 0] > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    out = np.full(xs.size, -1, np.int8)
+    out[seen] = np.where(np.isin(labels[v[seen], u[seen]], drivable_ids), 0, 100)
+    return out.reshape(xs.shape)
+
+
+def grid_check(grid: np.ndarray, independent: np.ndarray) -> dict[str, float]:
+    """How the node's grid compares with the independent projection, and its ego lane."""
+    both = (grid != -1) & (independent != -1)
+    xs, ys = DEMO_GRID.centres()
+    ego = (xs > 6.0) & (xs < 20.0) & (np.abs(ys) < 1.0)
+    return {"cells_seen": int((grid != -1).sum()),
+            "agreement": float((grid[both] == independent[both]).mean()) if both.any() else 0.0,
+            "claimed_unseen": int(((grid != -1) & (independent == -1)).sum()),
+            "ego_lane_seen": float((grid[ego] != -1).mean()),
+            "ego_lane_drivable": float((grid[ego] == 0).sum() / max(1, (grid[ego] != -1).sum()))}
 
 
 def pixels(msg: object) -> np.ndarray:
@@ -130,13 +159,25 @@ def run(args: argparse.Namespace) -> int:
     namespace = f"/ssnet_demo_{os.getpid()}"  # away from any other ssnet on this domain
     height, width = size or (0, 0)
     params = {"weights": str(weights), "input_height": height, "input_width": width,
-              "device": args.device}
+              "device": args.device, "camera_pose": [0.0, 0.0, KITTI_HEIGHT, 0.0, 0.0, 0.0],
+              "grid_resolution": DEMO_GRID.resolution, "grid_x_range": list(DEMO_GRID.x_range),
+              "grid_y_range": list(DEMO_GRID.y_range)}
     log = tempfile.NamedTemporaryFile("w+", prefix="ssnet_demo_node_", suffix=".log")
     proc = start_node(params, {"__ns": namespace}, stdout=log)  # stderr too
     context = rclpy.Context()
     rclpy.init(context=context)
     client = SegmentationClient(context, outputs=OUTPUTS, namespace=namespace,
                                 name="ssnet_demo")
+    from nav_msgs.msg import OccupancyGrid
+    from sensor_msgs.msg import CameraInfo
+
+    grids_in: dict[tuple[int, int], OccupancyGrid] = {}
+    client.node.create_subscription(
+        OccupancyGrid, "segmentation/drivable_grid",
+        lambda g: grids_in.__setitem__((g.header.stamp.sec, g.header.stamp.nanosec), g), 2)
+    info_pub = client.node.create_publisher(CameraInfo, "camera_info", 10)
+    drivable_ids = [card.class_names.index(c) for c in card.drivable_classes]
+    checks: dict[str, dict[str, float]] = {}
     try:
         print(f"starting the node ({weights}; Fast DDS profile {profile}) ...")
         if not client.wait_for_node(args.timeout, proc):
@@ -151,6 +192,13 @@ def run(args: argparse.Namespace) -> int:
                 tqdm.write(f"skipping {path.name}: {exc}")
                 continue
             result = None
+            kitti = is_kitti_size(*rgb.shape[:2])
+            if kitti:
+                camera = kitti_camera(rgb.shape[1], rgb.shape[0])
+                info_pub.publish(CameraInfo(width=rgb.shape[1], height=rgb.shape[0],
+                                            k=list(camera.k), d=[0.0] * 5,
+                                            distortion_model="plumb_bob"))
+                client.spin_until(lambda: False, 0.05)
             for _ in range(3):  # a best-effort image can be lost; send it again
                 msg = image_msg(rgb, time.time_ns(), "camera", encoding=args.encoding)
                 client.send(msg)
@@ -172,12 +220,28 @@ def run(args: argparse.Namespace) -> int:
             write_png(f"{stem}_panel.png",
                       panel(rgb, outputs["overlay"], outputs["drivable_mask"] > 0,
                             card.class_names, card.palette, title=path.name))
-            if is_kitti_size(*rgb.shape[:2]):
-                write_png(f"{stem}_grid.png", kitti_grid_picture(outputs["drivable_mask"] > 0))
+            stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+            if kitti and client.spin_until(lambda: stamp in grids_in, 10.0, proc):
+                g = grids_in[stamp]
+                data = np.array(g.data, np.int8).reshape(g.info.height, g.info.width)
+                write_png(f"{stem}_grid.png", grid_picture(data, DEMO_GRID, cell_px=1))
+                checks[path.name] = grid_check(data, opencv_grid(
+                    outputs["labels"], drivable_ids, list(camera.k), KITTI_HEIGHT, DEMO_GRID))
                 grids += 1
+            elif kitti:
+                tqdm.write(f"no drivable grid came for {path.name}")
             drivable.append(float((outputs["drivable_mask"] > 0).mean()))
             done += 1
         seconds = time.monotonic() - start
+        if checks:
+            write_json(out / "grid_check.json", checks)
+            agree = min(c["agreement"] for c in checks.values())
+            lanes = [c["ego_lane_drivable"] for c in checks.values()]
+            print(f"drivable grid: agrees with the published labels projected by OpenCV on "
+                  f"at least {100 * agree:.2f}% of the seen cells of every frame; ego lane "
+                  f"6-20 m ahead drivable: mean {100 * np.mean(lanes):.1f}%, "
+                  f"{sum(v >= 0.9 for v in lanes)} of {len(lanes)} frames at least 90% "
+                  f"(grid_check.json)")
         print(f"segmented {done} of {len(images)} images in {seconds:.1f} s "
               f"({seconds / max(done, 1):.2f} s per image through the node); "
               f"mean drivable area {100 * np.mean(drivable) if drivable else 0:.1f}%; "
