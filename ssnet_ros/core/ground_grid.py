@@ -273,8 +273,8 @@ def kitti_camera(width: int = 1242, height: int = 375) -> Camera:
 
 
 __all__: Sequence[str] = ("Camera", "GridLookup", "GridSpec", "fuse_lookups", "grid_lookup",
-                          "grid_picture", "kitti_camera", "pose_from_optical", "sample_grid", "FREE", "OCCUPIED",
-                          "UNKNOWN")
+                          "grid_picture", "kitti_camera", "pose_from_optical", "sample_grid",
+                          "FREE", "OCCUPIED", "UNKNOWN")
 
 
 GRID_COLOURS = {FREE: (0, 200, 80), OCCUPIED: (200, 60, 60), UNKNOWN: (40, 40, 40)}

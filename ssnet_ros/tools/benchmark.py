@@ -53,7 +53,8 @@ from torch import nn
 from ..errors import SSNetError
 from ..core import options as cli
 from ..core.fileio import check_file_output, write_json
-from ..core.ground_grid import Camera, GridSpec, fuse_lookups, grid_lookup, kitti_camera, sample_grid
+from ..core.ground_grid import (Camera, GridSpec, fuse_lookups, grid_lookup, kitti_camera,
+                                sample_grid)
 from ..core.preprocessing import normalize
 from ..core.segmenter import Segmenter, resolve_device, resolve_weights
 
