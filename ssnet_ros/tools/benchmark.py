@@ -788,7 +788,7 @@ def main(argv: list[str] | None = None) -> int:
     for precision, (value, label) in result["peaks"].items():
         print(f"peak {precision}: {value:.3f} TFLOP/s ({label})")
     for g in result["grid"]:
-        share = f", {100 * g['share_of_core']:.2f}% of the core stage's {g['core_ms']:.1f} ms" \
+        share = f", {100 * g['share_of_core']:.3g}% of the core stage's {g['core_ms']:.1f} ms" \
             if g["share_of_core"] is not None else ""
         print(f"drivable grid {g['cells']} from {g['batch']} camera(s) "
               f"{g['size'][0]}x{g['size'][1]} ({g['precision']}): {g['grid_ms']:.3f} ms per "
