@@ -23,7 +23,7 @@ setup(
     maintainer_email="maintainers@ssnet-ros.invalid",
     description="SSNet / FCN-8s semantic segmentation node for ROS 2",
     license="MIT",
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest"], "ray": ["ray[client]==2.60.0"]},
     entry_points={
         "console_scripts": [
             "segmentation_node = ssnet_ros.node:main",

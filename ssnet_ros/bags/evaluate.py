@@ -5,6 +5,8 @@ For each input bag a new bag is written holding the input image topic and the no
 input frame's header and bag time. ``report.json`` and ``report.md`` give the frames, per-class
 IoU, mIoU, drivable precision/recall/F1 (when ground truth is given), inference time
 percentiles and the frames without ground truth. Metrics are those of ``ssnet-eval``.
+With ``--ray`` the bags are spread over the workers of a Ray cluster, with the same outputs and
+report (README "Scale-out").
 
 Exit status: 0 done; 1 an input bag is damaged (the frames before the damage were evaluated,
 written and reported); 2 nothing could be done (bad arguments, unreadable bag, ...).
@@ -17,7 +19,7 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import messages as bm
+from .messages import OCCUPANCY_GRID
 from .bagfile import (STORAGES, BagReader, BagWriter, RawMessage, check_output, image_topic,
                      qos)
 from .truth import (FRAME_NAMES_KEY, LABEL_FORMAT_KEY, LABEL_FORMATS, TruthFolder,
@@ -38,6 +41,9 @@ from ..core import options as cli
 from ..core.fileio import check_file_output, write_json, write_png, write_text
 from ..training.metrics import confusion_matrix, summarize
 from ..core.segmenter import Segmenter
+from ..core.ground_grid import Camera as GroundCamera
+from ..core.ground_grid import GridLookup, GridSpec, grid_lookup, sample_grid
+from ..ros.conversions import camera_info_topic
 from ..core.stats import percentile
 from ..core.visualize import colorize, confidence_to_mono8, mask_to_mono8, overlay, palette_lut, \
     panel
@@ -45,6 +51,7 @@ from ..core.visualize import colorize, confidence_to_mono8, mask_to_mono8, overl
 #: Output topics (relative to --namespace), as the node names them.
 OUTPUT_TOPICS = {"labels": "segmentation/labels", "drivable_mask": "segmentation/drivable_mask",
                  "overlay": "segmentation/overlay", "confidence": "segmentation/confidence"}
+GRID_TOPIC = "segmentation/drivable_grid"
 OUTPUT_QOS = qos(True, 2)
 """The node's output QoS: reliable, keep last 2."""
 MAX_LISTED = 50
@@ -73,6 +80,11 @@ class EvalOptions:
     overlays: int = 6
     """Pictures per bag: with ground truth the worst frames by drivable IoU and a spread over
     the bag, without it a spread (each under ``out/<bag>_panels/``)."""
+    camera_pose: tuple[float, ...] | None = None
+    """The camera body frame's [x, y, z, roll, pitch, yaw] in grid_frame: with the bag's
+    camera_info, each output bag gets segmentation/drivable_grid (None: no grid)."""
+    grid: GridSpec = field(default_factory=GridSpec)
+    grid_frame: str = "base_link"
 
 
 @dataclass
@@ -96,6 +108,8 @@ class BagResult:
     stamps_first_last: tuple[int, int] | None = None
     panels: list[tuple[str, np.ndarray]] = field(default_factory=list)
     """(file name, picture) to write under ``out/<bag>_panels/``."""
+    grids: int = 0
+    """segmentation/drivable_grid messages written."""
 
 
 def output_topic(namespace: str, key: str) -> str:
@@ -115,15 +129,19 @@ class _Frame:
     raw: RawMessage
     msg: Any
     rgb: np.ndarray | None
+    calibration: Any = None
+    """The latest camera_info before this frame (None: none yet)."""
 
 
 class _BagEvaluator:
     """Segments one bag's frames in batches and writes the output bag."""
 
     def __init__(self, segmenter: Segmenter, reader: BagReader, writer: BagWriter,
-                 result: BagResult, truth: TruthSource | None, options: EvalOptions) -> None:
+                 result: BagResult, truth: TruthSource | None, options: EvalOptions,
+                 on_frames: Callable[[int], None] | None = None) -> None:
         self.seg, self.reader, self.writer = segmenter, reader, writer
         self.result, self.truth, self.opt = result, truth, options
+        self.on_frames = on_frames
         self.k = segmenter.card.num_classes
         self.lut = palette_lut(segmenter.palette)
         self.names = frame_names(reader.custom)
@@ -134,6 +152,13 @@ class _BagEvaluator:
         self.spread_at: set[int] = set()
         self.worst: list[tuple[float, int, str, np.ndarray]] = []  # kept sorted, bounded
         self.spread: list[tuple[int, str, np.ndarray]] = []
+        self.info_topic = camera_info_topic(result.topic.removesuffix("/compressed"))
+        if self.info_topic not in reader.topics:
+            self.info_topic = None
+        self.calibration: Any = None
+        self.grid_topic = "/" + "/".join(p for p in (options.namespace.strip("/"), GRID_TOPIC)
+                                         if p)
+        self.lookup: tuple[Any, GridLookup] | None = None
 
     def run(self) -> None:
         """Read, segment, write and score every frame (up to --limit)."""
@@ -142,6 +167,11 @@ class _BagEvaluator:
         self.writer.add_topic(r.topic, r.msgtype, info.qos)
         for topic in self.topics.values():
             self.writer.add_topic(topic, bm.IMAGE, [OUTPUT_QOS])
+        if self.info_topic:
+            self.writer.add_topic(self.info_topic, bm.CAMERA_INFO,
+                                  self.reader.topics[self.info_topic].qos)
+            if opt.camera_pose:
+                self.writer.add_topic(self.grid_topic, OCCUPANCY_GRID, [OUTPUT_QOS])
         total = info.count if opt.limit is None else min(info.count or opt.limit, opt.limit)
         n_spread = opt.overlays if self.truth is None else opt.overlays // 2
         if total and n_spread:
@@ -150,20 +180,31 @@ class _BagEvaluator:
         bar = tqdm(total=total, desc=f"segment {self.reader.name}", unit="frame",
                    disable=not opt.progress, file=sys.stderr)
         batch: list[_Frame] = []
-        for raw in self.reader.messages([r.topic]):
+        topics = [r.topic] + ([self.info_topic] if self.info_topic else [])
+        for raw in self.reader.messages(topics):
+            # a full batch waits for the first message of a later bag time: the camera_info
+            # recorded with a frame's stamp may come just after the frame
+            if len(batch) >= opt.batch_size and raw.timestamp > batch[-1].raw.timestamp:
+                self._flush(batch)  # rejected frames count: memory stays bounded
+                self._progress(bar, len(batch))
+                batch = []
+            if raw.topic != r.topic:
+                self._camera_info(raw)
+                continue
             if opt.limit is not None and r.frames >= opt.limit:
                 break
             r.frames += 1
             batch.append(self._decode(raw))
-            if len(batch) >= opt.batch_size:  # rejected frames count: memory stays bounded
-                self._flush(batch)
-                bar.update(len(batch))
-                batch = []
         self._flush(batch)
-        bar.update(len(batch))
+        self._progress(bar, len(batch))
         bar.close()
         r.damage = self.reader.damage
         r.notes = list(self.reader.notes)
+        if self.info_topic and not opt.camera_pose:
+            r.notes.append(f"the bag has camera_info on {self.info_topic}; give --camera-pose "
+                           f"to write {self.grid_topic}")
+        elif opt.camera_pose and not self.info_topic:
+            r.notes.append(f"no drivable grid: the bag has no camera_info beside {r.topic}")
         r.panels = [(f"{i:02d}_worst_{name}.png", pic) for i, (_, _, name, pic)
                     in enumerate(self.worst)]
         r.panels += [(f"{len(r.panels) + i:02d}_frame_{name}.png", pic)
@@ -172,15 +213,50 @@ class _BagEvaluator:
             r.truth_problems = list(self.truth.problems)
             r.truth_unmatched = self.truth.unmatched()
 
+    def _progress(self, bar: tqdm, frames: int) -> None:
+        bar.update(frames)
+        if self.on_frames is not None and frames:
+            self.on_frames(frames)
+
+    def _camera_info(self, raw: RawMessage) -> None:
+        """Copy a camera_info message to the output bag; keep it for the grid."""
+        self.writer.write_raw(raw.topic, raw.timestamp, raw.data)
+        try:
+            self.calibration = bm.to_camera_info(bm.deserialize(raw.data, raw.msgtype))
+        except SSNetError as exc:
+            self.result.rejected.append(f"camera_info at bag time {raw.timestamp}: {exc}")
+
+    def _grid(self, frame: _Frame, drivable: np.ndarray) -> None:
+        """Write the frame's drivable grid (its calibration, --camera-pose)."""
+        if frame.calibration is None or not self.opt.camera_pose:
+            return
+        key = (frame.calibration, drivable.shape)
+        if self.lookup is None or self.lookup[0] != key:
+            k, d, model, width, height = frame.calibration
+            try:
+                camera = GroundCamera(k, width, height, tuple(self.opt.camera_pose), d, model)
+            except SSNetError as exc:
+                self.result.rejected.append(f"camera_info on {self.info_topic}: {exc}")
+                frame.calibration = self.calibration = None  # said once per calibration
+                return
+            self.lookup = (key, grid_lookup(camera, self.opt.grid, drivable.shape))
+        data = sample_grid(self.lookup[1], drivable)
+        msg = bm.occupancy_grid(data, self.opt.grid, bm.header(
+            bm.stamp_ns(frame.msg.header), self.opt.grid_frame))
+        self.writer.write(self.grid_topic, frame.raw.timestamp, msg)
+        self.result.grids += 1
+
     def _decode(self, raw: RawMessage) -> _Frame:
         try:
             msg = bm.deserialize(raw.data, raw.msgtype)
-            return _Frame(raw, msg, bm.to_rgb(msg))
+            return _Frame(raw, msg, bm.to_rgb(msg), self.calibration)
         except SSNetError as exc:
             self.result.rejected.append(f"bag time {raw.timestamp}: {exc}")
             return _Frame(raw, None, None)
 
     def _flush(self, batch: list[_Frame]) -> None:
+        for frame in batch:  # frames before the first camera_info take the first one
+            frame.calibration = frame.calibration or self.calibration
         good = [f for f in batch if f.rgb is not None]
         results = []
         if good:
@@ -204,6 +280,7 @@ class _BagEvaluator:
         if "confidence" in self.topics:
             w.write(self.topics["confidence"], ts,
                     bm.image(confidence_to_mono8(result.confidence), hdr))
+        self._grid(frame, result.drivable)
         stamp = bm.stamp_ns(hdr)
         r = self.result
         first = r.stamps_first_last[0] if r.stamps_first_last else stamp
@@ -268,8 +345,10 @@ def _truth_for(reader: BagReader, segmenter: Segmenter, opt: EvalOptions
 
 
 def evaluate_bag(segmenter: Segmenter, bag: str | Path, output: str | Path,
-                 options: EvalOptions) -> BagResult:
-    """Segment one bag into a new bag at ``output``; score it against the ground truth."""
+                 options: EvalOptions, on_frames: Callable[[int], None] | None = None
+                 ) -> BagResult:
+    """Segment one bag into a new bag at ``output``; score it against the ground truth.
+    ``on_frames(n)`` is called after each batch of ``n`` frames (progress of a Ray worker)."""
     with BagReader(bag) as reader:
         topic = image_topic(reader, options.topic,
                                  [options.truth_topic] if options.truth_topic else [])
@@ -285,7 +364,7 @@ def evaluate_bag(segmenter: Segmenter, bag: str | Path, output: str | Path,
             custom[FRAME_NAMES_KEY] = reader.custom[FRAME_NAMES_KEY]
         with BagWriter(output, storage=options.storage or reader.storage,
                        overwrite=options.overwrite, custom=custom) as writer:
-            _BagEvaluator(segmenter, reader, writer, result, truth, options).run()
+            _BagEvaluator(segmenter, reader, writer, result, truth, options, on_frames).run()
     return result
 
 
@@ -341,7 +420,7 @@ def build_report(results: Sequence[BagResult], segmenter: Segmenter, options: Ev
             "truth_unmatched": r.truth_unmatched if truth else None,
             "first_stamp_ns": r.stamps_first_last[0] if r.stamps_first_last else None,
             "last_stamp_ns": r.stamps_first_last[1] if r.stamps_first_last else None,
-            "damage": r.damage, "notes": r.notes,
+            "damage": r.damage, "notes": r.notes, "drivable_grids": r.grids,
             "metrics": _scores(r.matrix, r.scored, segmenter),
         } for r in results],
         "weights": str(segmenter.weights),
@@ -399,15 +478,21 @@ def report_markdown(report: dict[str, Any]) -> str:
     problems = [p for b in report["bags"] for p in b["truth_problems"] + b["rejected"]]
     problems = [f"bag {f['bag']} was not evaluated: {f['reason']}"
                 for f in report.get("failed_bags", [])] + problems
+    problems += [f"bag {r['bag']} was retried ({r['attempts']} attempts) after: "
+                 f"{'; '.join(r['reasons'])}" for r in report.get("retried_bags", [])]
+    if report.get("resumed_bags"):  # ssnet-eval-bag --ray --resume
+        lines += ["", "Taken from an earlier run (--resume), not redone: "
+                  + ", ".join(report["resumed_bags"]) + "."]
     if problems:
         lines += ["", "## Problems", ""] + [f"- {p}" for p in problems[:MAX_LISTED]]
     return "\n".join(lines) + "\n"
 
 
-def run(segmenter: Segmenter, bags: Sequence[str | Path], out: str | Path,
-        options: EvalOptions, input_size: tuple[int, int] | None = None
-        ) -> dict[str, Any]:
-    """Evaluate ``bags``: output bags ``out/<bag name>``, ``out/report.json`` and ``.md``."""
+def check_run(bags: Sequence[str | Path], out: str | Path, options: EvalOptions,
+              resume: bool = False) -> tuple[list[Path], list[Path], str | None]:
+    """Check a run's options and outputs before anything is written; return the input bags,
+    their output bags and the ground truth in words. With ``resume`` (ssnet-eval-bag --ray
+    --resume) existing output bags are left to the caller and the report files are replaced."""
     out = Path(out)
     if options.batch_size < 1:
         raise SSNetError(f"batch size must be >= 1, got {options.batch_size}")
@@ -426,18 +511,27 @@ def run(segmenter: Segmenter, bags: Sequence[str | Path], out: str | Path,
         raise SSNetError("two input bags have the same name; evaluate them into different "
                          "--out folders")
     for path in outputs:
-        check_output(path, options.overwrite)
+        check_output(path, options.overwrite or resume)
         panels = path.parent / f"{path.name}_panels"
-        if panels.exists() and not options.overwrite:
+        if panels.exists() and not (options.overwrite or resume):
             raise SSNetError(f"output {panels} exists; pass --overwrite to replace it")
     for path in (out / "report.json", out / "report.md"):
-        check_file_output(path, options.overwrite)
+        check_file_output(path, options.overwrite or resume)
     for bag, output in zip(bags, outputs):
         if output.resolve() == bag.resolve():
             raise SSNetError(f"output {output} would replace input bag {bag}")
     truth = (f"topic {options.truth_topic} (matched by header stamp)" if options.truth_topic
              else f"folder {options.truth_dir} (matched by name or stamp)"
              if options.truth_dir else None)
+    return bags, outputs, truth
+
+
+def run(segmenter: Segmenter, bags: Sequence[str | Path], out: str | Path,
+        options: EvalOptions, input_size: tuple[int, int] | None = None
+        ) -> dict[str, Any]:
+    """Evaluate ``bags``: output bags ``out/<bag name>``, ``out/report.json`` and ``.md``."""
+    out = Path(out)
+    bags, outputs, truth = check_run(bags, out, options)
     t0 = time.perf_counter()
     results, failed = [], []
     for bag, output in zip(bags, outputs):
@@ -492,9 +586,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay-alpha", type=float, default=0.5,
                    help="opacity of the class colours in the overlay topic")
     p.add_argument("--namespace", default="/", help="namespace of the output topics")
+    p.add_argument("--camera-pose", nargs=6, type=float, default=None,
+                   metavar=("X", "Y", "Z", "ROLL", "PITCH", "YAW"),
+                   help="the camera body frame's pose in the grid frame (metres, radians; "
+                        "REP 103, as the node's camera_pose): bags with camera_info beside "
+                        "the image topic get segmentation/drivable_grid")
+    p.add_argument("--grid-frame", default="base_link",
+                   help="frame_id of the drivable grid, the frame --camera-pose is given in")
+    p.add_argument("--grid-resolution", type=float, default=0.1,
+                   help="metres per cell of the drivable grid")
+    p.add_argument("--grid-x-range", nargs=2, type=float, default=[0.0, 40.0],
+                   metavar=("MIN", "MAX"), help="metres along the grid frame's x covered")
+    p.add_argument("--grid-y-range", nargs=2, type=float, default=[-20.0, 20.0],
+                   metavar=("MIN", "MAX"), help="metres along the grid frame's y covered")
     p.add_argument("--storage", choices=STORAGES, default=None,
                    help="storage of the output bags (default: that of the input)")
-    cli.add(p, "--limit", "--overwrite", "--no-progress")
+    cli.add(p, "--limit", "--overwrite", "--no-progress", "--threads")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="evaluate the bags on Ray, one bag at a time per worker: alone a local "
+                        "Ray instance on this machine, auto the running cluster, or a "
+                        "ray://HEAD:10001 address (needs the ray extra)")
+    p.add_argument("--retries", type=int, default=None,
+                   help="with --ray: new attempts at a bag whose worker died (default: 2)")
+    p.add_argument("--resume", action="store_true",
+                   help="with --ray: keep the bags an earlier run into the same --out "
+                        "completed and evaluate only the others")
     return p
 
 
@@ -510,6 +626,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0.0 <= args.overlay_alpha <= 1.0:
         print(f"{prog}: --overlay-alpha {args.overlay_alpha} is outside 0..1", file=sys.stderr)
         return 2
+    if args.ray is None and (args.resume or args.retries is not None):
+        print(f"{prog}: error: --resume and --retries need --ray", file=sys.stderr)
+        return 2
+    args.retries = 2 if args.retries is None else args.retries
+    if args.retries < 0 or args.threads < 0:
+        print(f"{prog}: error: --retries and --threads must be >= 0", file=sys.stderr)
+        return 2
+    try:
+        grid = GridSpec(args.grid_resolution, tuple(args.grid_x_range),
+                        tuple(args.grid_y_range))
+        if args.camera_pose:
+            GroundCamera((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0), 1, 1,
+                         tuple(args.camera_pose))
+    except SSNetError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
     options = EvalOptions(topic=args.topic, truth_topic=args.truth_topic,
                           truth_dir=args.truth_dir, label_format=args.label_format,
                           batch_size=args.batch_size, confidence=args.confidence,
@@ -517,23 +649,42 @@ def main(argv: Sequence[str] | None = None) -> int:
                           overlays=args.overlays,
                           namespace=args.namespace, overwrite=args.overwrite,
                           limit=args.limit or None,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress,
+                          camera_pose=tuple(args.camera_pose) if args.camera_pose else None,
+                          grid=grid, grid_frame=args.grid_frame)
     try:
         for bag in args.bags:  # fail fast, before loading the model
             if not bag.exists():
                 raise SSNetError(f"bag {bag} does not exist")
-        segmenter = Segmenter(args.weights, device=args.device, precision=args.precision,
-                              input_size=size, drivable_classes=args.drivable_classes)
-        report = run(segmenter, args.bags, args.out, options, size)
+        if args.ray is not None:
+            from .distributed import RayOptions, run_on_ray
+
+            report = run_on_ray(args.bags, args.out, options, RayOptions(
+                address=args.ray, weights=args.weights, device=args.device,
+                precision=args.precision, input_size=size,
+                drivable_classes=args.drivable_classes, threads=args.threads,
+                retries=args.retries, resume=args.resume))
+        else:
+            if args.threads:
+                import torch
+
+                torch.set_num_threads(args.threads)
+            segmenter = Segmenter(args.weights, device=args.device, precision=args.precision,
+                                  input_size=size, drivable_classes=args.drivable_classes)
+            report = run(segmenter, args.bags, args.out, options, size)
     except SSNetError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; bags completed before it are kept, the bag in progress "
-              f"was not written", file=sys.stderr)
+              f"was not written" + ("; --resume does the rest" if args.ray else ""),
+              file=sys.stderr)
         return 130
     print(report_markdown(report))
     print(f"outputs and report written to {args.out}")
+    for retry in report.get("retried_bags", []):  # --ray only
+        print(f"{prog}: bag {retry['bag']} was retried after: {'; '.join(retry['reasons'])}",
+              file=sys.stderr)
     for failure in report["failed_bags"]:
         print(f"{prog}: error: bag {failure['bag']} was not evaluated: {failure['reason']}",
               file=sys.stderr)
