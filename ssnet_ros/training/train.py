@@ -10,6 +10,7 @@ is the one with the best selection score (:func:`selection_score`) on the valida
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import signal
@@ -24,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from .augment import ROBUST, AugmentConfig, augment
+from .distributed import Distributed
 from ..core.checkpoint import ModelCard, build_from_card, load_checkpoint, save_checkpoint
 from ..datasets import DATASETS, IGNORE_INDEX, SegmentationDataset, open_dataset
 from ..errors import SSNetError
@@ -160,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from this checkpoint (path or shipped name) instead of VGG-16; "
                         "same model and classes")
     p.add_argument("--epochs", type=int, default=30, help="epochs to train")
-    p.add_argument("--batch-size", type=int, default=8, help="crops per training step")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="crops per training step (per process under torchrun)")
     p.add_argument("--crop", type=int, nargs="+", default=[192, 256], metavar="H W",
                    help="crop height and width; several pairs: each batch draws one")
     p.add_argument("--augment", default="robust", choices=("basic", "robust"),
@@ -190,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--time-budget-min", type=float, default=0,
                    help="stop (validating, checkpointing) after the epoch that passes it")
+    p.add_argument("--log-samples", action="store_true",
+                   help="write each process's picks (dataset, image) of every step to "
+                        "OUT/samples_rank<R>.jsonl")
     p.add_argument("--no-amp", action="store_true",
                    help="train in fp32 (default: bfloat16 autocast, about 2x faster on this "
                         "CPU and on CUDA)")
@@ -220,13 +226,20 @@ def _crops(values: Sequence[int]) -> list[tuple[int, int]]:
     return [(values[i], values[i + 1]) for i in range(0, len(values), 2)]
 
 
-def train(args: argparse.Namespace) -> int:  # noqa: C901 - one readable training loop
-    """Run the training described by parsed ``args``."""
+def train(args: argparse.Namespace) -> int:
+    """Run the training described by parsed ``args``: one process, or one rank of a
+    ``torchrun`` world (:mod:`.distributed`)."""
+    with Distributed(args.device) as world:
+        return _train(args, world)
+
+
+def _train(args: argparse.Namespace, world: Distributed) -> int:  # noqa: C901 - one loop
+    """The training loop of one rank (rank 0 alone writes files)."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
-    progress = not args.no_progress
+    device = world.device
+    main_rank = world.is_main
+    progress = not args.no_progress and main_rank
     n_sets = len(args.dataset)
     roots = _per_dataset(args.root, n_sets, None, "--root")
     train_splits = _per_dataset(args.train_split, n_sets, "train", "--train-split")
@@ -291,7 +304,8 @@ def train(args: argparse.Namespace) -> int:  # noqa: C901 - one readable trainin
     allowed = torch.from_numpy(np.concatenate(tables, axis=0)).to(device)
     weights = torch.cat(set_weights).to(device)
     total_samples = sum(len(s.samples) for s in sources)
-    steps_per_epoch = args.steps_per_epoch or math.ceil(total_samples / args.batch_size)
+    global_batch = args.batch_size * world.world  # --batch-size crops on each rank
+    steps_per_epoch = args.steps_per_epoch or math.ceil(total_samples / global_batch)
     total_steps = steps_per_epoch * args.epochs
     history: list[dict[str, Any]] = []
     best_score, start_epoch = -1.0, 0
@@ -300,10 +314,18 @@ def train(args: argparse.Namespace) -> int:  # noqa: C901 - one readable trainin
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, best_score, start_epoch = state["history"], state["best_miou"], state["epoch"]
-        print(f"resumed from {out / 'last.pt'} after epoch {start_epoch}", file=sys.stderr)
+        if main_rank:
+            print(f"resumed from {out / 'last.pt'} after epoch {start_epoch}", file=sys.stderr)
+    epochs_found = world.gather(start_epoch) if args.resume else [start_epoch]
+    if len(set(epochs_found)) > 1:
+        raise SSNetError(f"--resume: the ranks found {out / 'last.pt'} at different epochs "
+                         f"({epochs_found}); every node needs the same run folder (a shared "
+                         f"filesystem)")
+    net = world.wrap(model)  # forward and backward through DDP; save and validate `model`
     use_amp = not args.no_amp
     recipe = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-              if k not in ("out", "root", "resume", "no_progress", "threads", "device")}
+              if k not in ("out", "root", "resume", "no_progress", "threads", "device",
+                            "log_samples")}
     training = {"datasets": [{"name": s.info.name, "split": s.split, "images": len(s.samples),
                               "mix": s.mix, "loss_weight": s.loss_weight} for s in sources],
                 "init": str(init.name) if init else ("vgg16" if vgg else "scratch"),
@@ -311,12 +333,18 @@ def train(args: argparse.Namespace) -> int:  # noqa: C901 - one readable trainin
                             for k, v in aug.__dict__.items()},
                 "crops": [list(c) for c in crops], "recipe": recipe,
                 "steps": total_steps, "batch_size": args.batch_size,
+                **({"processes": world.world, "global_batch_size": global_batch}
+                   if world.active else {}),
                 "val_splits": [f"{v.info.name}/{v.split}" for v in val_sets]}
     config = {k: (str(v) if isinstance(v, Path) else [str(x) for x in v]
                   if isinstance(v, list) else v) for k, v in vars(args).items()}
     config.update(vgg_weights_file=str(vgg) if vgg else None, init_weights=str(init) if init
                   else None, set_weight_values=weights.tolist())
-    write_json(out / "config.json", config)
+    if main_rank:
+        write_json(out / "config.json", config)
+    samples_log = out / f"samples_rank{world.rank}.jsonl" if args.log_samples else None
+    if samples_log and not args.resume:
+        samples_log.unlink(missing_ok=True)
 
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
@@ -324,10 +352,14 @@ def train(args: argparse.Namespace) -> int:  # noqa: C901 - one readable trainin
     shares = np.array([s.mix for s in sources])
     for epoch in range(start_epoch, args.epochs):
         model.train()
+        # every rank draws the same global batch of picks from `rng` and trains on its own
+        # share; augmentation draws from a generator of its own (one process: the same one)
         rng = np.random.default_rng([args.seed, epoch])
-        torch.manual_seed(args.seed * 100003 + epoch)
+        view_rng = np.random.default_rng([args.seed, epoch, world.rank]) if world.active \
+            else rng
+        torch.manual_seed(args.seed * 100003 + epoch + 1000003 * world.rank)
         orders = [np.concatenate([rng.permutation(len(s.samples)) for _ in range(
-            math.ceil(steps_per_epoch * args.batch_size / len(s.samples)) + 1)])
+            math.ceil(steps_per_epoch * global_batch / len(s.samples)) + 1)])
             for s in sources]
         cursor = [0] * len(sources)
         losses = []
@@ -339,32 +371,47 @@ def train(args: argparse.Namespace) -> int:  # noqa: C901 - one readable trainin
             for group in optimizer.param_groups:
                 group["lr"] = args.lr * factor * group["lr_mult"]
             picks = []
-            for si in rng.choice(len(sources), size=args.batch_size, p=shares):
+            for si in rng.choice(len(sources), size=global_batch, p=shares):
                 picks.append((int(si), int(orders[si][cursor[si]])))
                 cursor[si] += 1
+            picks = picks[world.rank::world.world]
             crop = crops[int(rng.integers(len(crops)))]
-            images, targets = make_batch(sources, picks, aug, crop, rng)
+            if samples_log:
+                with samples_log.open("a") as log:
+                    log.write(json.dumps({"epoch": epoch + 1, "step": global_step,
+                                          "picks": picks}) + "\n")
+            images, targets = make_batch(sources, picks, aug, crop, view_rng)
             x = normalize(images.to(device, non_blocking=True), card.mean, card.std,
                           channels_last=True)
             targets = targets.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = model(x)
+                logits = net(x)
             loss = set_nll(logits, targets, allowed, weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{args.lr * factor:.2e}")
-            if stop["now"]:
+            if world.any(stop["now"]):  # every rank stops after the same step
+                stop["now"] = True
                 break
-        record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+        train_loss, = world.mean([float(np.mean(losses))])
+        record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss,
                                   "lr": args.lr * factor,
                                   "elapsed_min": (time.monotonic() - started) / 60}
-        over_budget = args.time_budget_min and record["elapsed_min"] >= args.time_budget_min
+        over_budget = world.any(bool(args.time_budget_min)
+                                and record["elapsed_min"] >= args.time_budget_min)
         last_epoch = epoch + 1 == args.epochs or over_budget or stop["now"]
-        if val_sets and ((epoch + 1) % args.val_every == 0 or last_epoch):
+        validate = val_sets and ((epoch + 1) % args.val_every == 0 or last_epoch)
+        if validate and not main_rank:  # rank 0 validates alone; take its figures
+            world.barrier()
+            record, best_score = world.broadcast(None)
+        elif validate:
             run_card = card.replace(training=training)
-            segmenter = Segmenter.from_model(model, run_card, device=str(device))
+            # on CUDA the Segmenter casts its model to fp16: validate a copy, so the weights
+            # that train stay fp32 (and equal to the other ranks')
+            segmenter = Segmenter.from_model(copy.deepcopy(model) if device.type == "cuda"
+                                             else model, run_card, device=str(device))
             results, reports = {}, {}
             for val_set in val_sets:
                 summary, matrix, kept = evaluate(segmenter, val_set, limit=args.val_limit,
@@ -396,7 +443,14 @@ def train(args: argparse.Namespace) -> int:  # noqa: C901 - one readable trainin
                                 if k.startswith("val") and v is not None)
             print(f"epoch {epoch + 1}: loss {record['train_loss']:.4f} {figures} selection "
                   f"{100 * score:.2f} (best {100 * best_score:.2f})", file=sys.stderr)
+            if world.active:
+                world.barrier()
+                world.broadcast((record, best_score))
         history.append(record)
+        if not main_rank:
+            if over_budget or stop["now"]:
+                break
+            continue
         with atomic_path(out / "last.pt") as tmp:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "history": history, "best_miou": best_score, "epoch": epoch + 1}, tmp)
@@ -411,7 +465,8 @@ def train(args: argparse.Namespace) -> int:  # noqa: C901 - one readable trainin
             print(f"stopping after epoch {epoch + 1} (time budget or SIGTERM); continue with "
                   f"--resume", file=sys.stderr)
             break
-    print(json.dumps({"best_selection_score": best_score, "run": str(out)}))
+    if main_rank:
+        print(json.dumps({"best_selection_score": best_score, "run": str(out)}))
     return 0
 
 
