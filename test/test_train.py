@@ -29,6 +29,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 60 fp32 steps: ~5 min on a 2-core AVX2 CPU, under 1 with AMX bf16
 def test_short_run_overfits_a_few_real_images(data_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     common = ["--model", "ssnet", "--dataset", "camvid", "--root", str(data_root),
