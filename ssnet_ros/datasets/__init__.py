@@ -16,7 +16,10 @@ import numpy as np
 from ..errors import SSNetError
 from ..core.fileio import read_rgb
 from .classes import (CAMVID_CLASSES, CAMVID_DRIVABLE, CAMVID_PALETTE, CITYSCAPES_CLASSES,
-                      CITYSCAPES_DRIVABLE, CITYSCAPES_ID_TO_TRAIN_ID, CITYSCAPES_PALETTE,
+                      CITYSCAPES_DRIVABLE, CITYSCAPES_ID_TO_TRAIN_ID, CITYSCAPES_P2P_CLASSES,
+                      CITYSCAPES_P2P_DRIVABLE, CITYSCAPES_P2P_DRIVABLE_IGNORE,
+                      CITYSCAPES_P2P_IDS, CITYSCAPES_P2P_PALETTE, CITYSCAPES_P2P_TO_CAMVID,
+                      CITYSCAPES_PALETTE,
                       IDD_LITE_CLASSES, IDD_LITE_DRIVABLE, IDD_LITE_PALETTE, IDD_LITE_TO_CAMVID,
                       IGNORE_INDEX, KITTI_ROAD_CLASSES, KITTI_ROAD_DRIVABLE, KITTI_ROAD_PALETTE)
 
@@ -38,6 +41,8 @@ class DatasetInfo:
     drivable_classes: tuple[str, ...]
     world_scale: float = 1.0
     label_sets: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    drivable_ignore: tuple[str, ...] = ()
+    """Classes left out when the drivable mask is scored (neither drivable nor not)."""
 
     def target_sets(self, model_classes: Sequence[str]) -> np.ndarray:
         """(classes x model classes) bool: the model classes each label of this dataset allows.
@@ -260,12 +265,65 @@ class IDDLite(SegmentationDataset):
         return self._lut[self._read_gray(path)]
 
 
+#: Whole cities of the cityscapes_p2p numbering held out for validation (frame ranges, both
+#: ends included): Weimar and Zürich.
+CITYSCAPES_P2P_HOLDOUT = ((2712, 2853), (2854, 2975))
+
+
+class CityscapesP2P(SegmentationDataset):
+    """Cityscapes train at 256x256, squeezed 2:1 (the pix2pix edition): restored to 512x256.
+
+    ``leftImg8bit/train/p2p/p2p_NNNNNN_000019_leftImg8bit.jpg`` with
+    ``gtFine/train/p2p/p2p_NNNNNN_000019_gtFine_labelIds.png`` (Cityscapes label ids, 0 =
+    ignore). Images are resized to 512x256 (area-preserving bilinear), labels nearest, so the
+    world has its true aspect ratio again. Splits: ``holdout`` is the whole cities of
+    :data:`CITYSCAPES_P2P_HOLDOUT` (Weimar, Zürich), ``train`` the other 16, ``all`` both.
+    """
+
+    info = DatasetInfo("cityscapes_p2p", CITYSCAPES_P2P_CLASSES, CITYSCAPES_P2P_PALETTE,
+                       CITYSCAPES_P2P_DRIVABLE, world_scale=512 / 480,
+                       label_sets=CITYSCAPES_P2P_TO_CAMVID,
+                       drivable_ignore=CITYSCAPES_P2P_DRIVABLE_IGNORE)
+    size = (512, 256)
+    _lut = _id_lut({cid: i for i, cid in enumerate(CITYSCAPES_P2P_IDS)})
+
+    @staticmethod
+    def frame_number(path: Path) -> int:
+        """The frame's number in the original train list (``p2p_000123_...`` -> 123)."""
+        return int(path.name.split("_")[1])
+
+    def find_pairs(self) -> list[tuple[Path, Path]]:
+        if self.split not in ("train", "holdout", "all"):
+            raise SSNetError(f"split {self.split!r} is not one of train, holdout, all for "
+                             f"{self.root}")
+        left = self._require_dir(self.root / "leftImg8bit" / "train" / "p2p")
+        gt = self._require_dir(self.root / "gtFine" / "train" / "p2p")
+        images = sorted(left.glob("p2p_*_leftImg8bit.jpg"))
+        if self.split != "all":
+            held = [any(lo <= self.frame_number(p) <= hi for lo, hi in CITYSCAPES_P2P_HOLDOUT)
+                    for p in images]
+            images = [p for p, h in zip(images, held) if h == (self.split == "holdout")]
+        return self._paired(images, {
+            p: gt / p.name.replace("_leftImg8bit.jpg", "_gtFine_labelIds.png") for p in images})
+
+    def decode_labels(self, path: Path) -> np.ndarray:
+        labels = self._lut[self._read_gray(path)]
+        return cv2.resize(labels, self.size, interpolation=cv2.INTER_NEAREST)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        image_path, label_path = self.pairs[index]
+        image = cv2.resize(read_rgb(image_path), self.size, interpolation=cv2.INTER_LINEAR)
+        return image, self.decode_labels(label_path)
+
+
 DATASETS: dict[str, type[SegmentationDataset]] = {
-    cls.info.name: cls for cls in (CamVid, KittiSemantics, KittiRoad, Cityscapes, IDDLite)}
+    cls.info.name: cls
+    for cls in (CamVid, KittiSemantics, KittiRoad, Cityscapes, CityscapesP2P, IDDLite)}
 
 
 def open_dataset(name: str, root: str | Path, split: str) -> SegmentationDataset:
-    """Open dataset ``name`` (camvid, kitti_semantics, kitti_road, cityscapes, idd_lite).
+    """Open dataset ``name`` (camvid, kitti_semantics, kitti_road, cityscapes, cityscapes_p2p,
+    idd_lite).
 
     ``split`` may join several splits with ``+`` (e.g. ``train+val``)."""
     if name not in DATASETS:
@@ -278,6 +336,7 @@ def open_dataset(name: str, root: str | Path, split: str) -> SegmentationDataset
     return first
 
 
-__all__ = ["DATASETS", "IGNORE_INDEX", "CamVid", "Cityscapes", "DatasetInfo", "IDDLite",
+__all__ = ["DATASETS", "IGNORE_INDEX", "CamVid", "Cityscapes", "CityscapesP2P", "DatasetInfo",
+           "IDDLite",
            "KittiRoad",
            "KittiSemantics", "SegmentationDataset", "open_dataset"]

@@ -54,3 +54,47 @@ IDD_LITE_TO_CAMVID: dict[str, tuple[str, ...]] = {
     "far objects": ("Building", "Tree"),
     "sky": ("Sky",),
 }
+
+#: Cityscapes at low resolution (the pix2pix edition, ``cityscapes_p2p``): the label ids it
+#: keeps, each as a class of its own, so road, sidewalk, parking, rail track and terrain stay
+#: apart (the boundary the drivable mask must learn). Id 0 is ignore.
+CITYSCAPES_P2P_IDS: dict[int, str] = {
+    7: "road", 8: "sidewalk", 9: "parking", 10: "rail track", 6: "ground", 22: "terrain",
+    21: "vegetation", 11: "building", 12: "wall", 13: "fence", 14: "guard rail", 15: "bridge",
+    16: "tunnel", 17: "pole", 19: "traffic light", 20: "traffic sign", 23: "sky",
+    24: "person", 25: "rider", 26: "car", 27: "truck", 28: "bus", 29: "caravan",
+    30: "trailer", 31: "train", 32: "motorcycle", 33: "bicycle"}
+CITYSCAPES_P2P_CLASSES = tuple(CITYSCAPES_P2P_IDS.values())
+CITYSCAPES_P2P_DRIVABLE = ("road",)
+#: Scored as neither drivable nor not drivable, as the Cityscapes benchmark ignores them.
+CITYSCAPES_P2P_DRIVABLE_IGNORE = ("parking", "rail track")
+_CS_COLOURS = {"road": (128, 64, 128), "sidewalk": (244, 35, 232), "parking": (250, 170, 160),
+               "rail track": (230, 150, 140), "ground": (81, 0, 81), "terrain": (152, 251, 152),
+               "vegetation": (107, 142, 35), "building": (70, 70, 70), "wall": (102, 102, 156),
+               "fence": (190, 153, 153), "guard rail": (180, 165, 180),
+               "bridge": (150, 100, 100), "tunnel": (150, 120, 90), "pole": (153, 153, 153),
+               "traffic light": (250, 170, 30), "traffic sign": (220, 220, 0),
+               "sky": (70, 130, 180), "person": (220, 20, 60), "rider": (255, 0, 0),
+               "car": (0, 0, 142), "truck": (0, 0, 70), "bus": (0, 60, 100),
+               "caravan": (0, 0, 90), "trailer": (0, 0, 110), "train": (0, 80, 100),
+               "motorcycle": (0, 0, 230), "bicycle": (119, 11, 32)}
+CITYSCAPES_P2P_PALETTE = tuple(_CS_COLOURS[name] for name in CITYSCAPES_P2P_CLASSES)
+
+#: Each Cityscapes class in CamVid's 11 classes (the set-valued target of training). Only
+#: "road" allows Road: sidewalks and bike paths are Pavement; parking (CamVid files ParkingBlock
+#: under Pavement; Cityscapes' benchmark ignores it) may be Road or Pavement; rail-track beds,
+#: "ground" (traffic islands, kerbed medians) and terrain (grass verges, soil) are Pavement or
+#: Tree (CamVid's VegetationMisc is Tree), never Road. Walls are Building or Fence (the two
+#: datasets draw that boundary differently); guard rails are Fence; bridges and tunnels
+#: Building; traffic lights and signs SignSymbol; every motor vehicle Car; riders, bicycles and
+#: motorcycles Bicyclist (CamVid's MotorcycleScooter is in Bicyclist).
+CITYSCAPES_P2P_TO_CAMVID: dict[str, tuple[str, ...]] = {
+    "road": ("Road",), "sidewalk": ("Pavement",), "parking": ("Road", "Pavement"),
+    "rail track": ("Pavement", "Tree"), "ground": ("Pavement", "Tree"),
+    "terrain": ("Tree", "Pavement"), "vegetation": ("Tree",), "building": ("Building",),
+    "wall": ("Building", "Fence"), "fence": ("Fence",), "guard rail": ("Fence",),
+    "bridge": ("Building",), "tunnel": ("Building",), "pole": ("Pole",),
+    "traffic light": ("SignSymbol",), "traffic sign": ("SignSymbol",), "sky": ("Sky",),
+    "person": ("Pedestrian",), "rider": ("Bicyclist",), "car": ("Car",), "truck": ("Car",),
+    "bus": ("Car",), "caravan": ("Car",), "trailer": ("Car",), "train": ("Car",),
+    "motorcycle": ("Bicyclist",), "bicycle": ("Bicyclist",)}

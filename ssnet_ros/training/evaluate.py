@@ -100,6 +100,8 @@ def evaluate(segmenter: Segmenter, dataset: SegmentationDataset, *, limit: int |
         truth_lut[:len(dataset.info.class_names)] = 0
         for name in dataset.info.drivable_classes:
             truth_lut[dataset.info.class_names.index(name)] = 1
+        for name in dataset.info.drivable_ignore:
+            truth_lut[dataset.info.class_names.index(name)] = IGNORE_INDEX
     drivable_ids = segmenter.drivable_ids if space == "classes" else (1,)
     matrix = np.zeros((k, k), np.int64)
     per_image: list[dict[str, Any]] = []
