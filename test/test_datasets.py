@@ -120,3 +120,60 @@ def test_idd_lite_layout_and_bad_split(tmp_path: Path) -> None:
     np.testing.assert_array_equal(labels, [[0, 6, IGNORE_INDEX], [1, 2, IGNORE_INDEX]])
     with pytest.raises(SSNetError, match="split 'test' is not one of train, holdout, all"):
         open_dataset("idd_lite", tmp_path, "test")
+
+
+def _write_p2p(root: Path, numbers: list[int]) -> None:
+    """cityscapes_p2p layout: squeezed 256x256 JPEG photos and label-id PNGs."""
+    left, gt = root / "leftImg8bit" / "train" / "p2p", root / "gtFine" / "train" / "p2p"
+    left.mkdir(parents=True)
+    gt.mkdir(parents=True)
+    ids = np.zeros((256, 256), np.uint8)
+    ids[128:, :] = 7       # road below
+    ids[128:, :32] = 8     # sidewalk on the left
+    ids[:64, :] = 23       # sky on top
+    ids[64:128, 200:] = 9  # parking
+    for n in numbers:
+        cv2.imwrite(str(left / f"p2p_{n:06d}_000019_leftImg8bit.jpg"),
+                    np.full((256, 256, 3), 100, np.uint8))
+        cv2.imwrite(str(gt / f"p2p_{n:06d}_000019_gtFine_labelIds.png"), ids)
+
+
+def test_cityscapes_p2p_layout_unsqueeze_and_holdout(tmp_path: Path) -> None:
+    _write_p2p(tmp_path, [5, 2711, 2712, 2975])
+    train = open_dataset("cityscapes_p2p", tmp_path, "train")
+    holdout = open_dataset("cityscapes_p2p", tmp_path, "holdout")
+    assert [train.name(i)[:10] for i in range(len(train))] == ["p2p_000005", "p2p_002711"]
+    assert len(holdout) == 2 and len(open_dataset("cityscapes_p2p", tmp_path, "all")) == 4
+    image, labels = train[0]
+    assert image.shape == (256, 512, 3) and labels.shape == (256, 512)  # true aspect again
+    names = train.info.class_names
+    assert names[labels[200, 100]] == "road" and names[labels[200, 10]] == "sidewalk"
+    assert names[labels[10, 10]] == "sky" and labels[100, 10] == IGNORE_INDEX  # id 0
+    # the sidewalk strip was 32 of 256 columns: 64 of 512 after the un-squeeze
+    assert (labels[200] == names.index("sidewalk")).sum() == 64
+    with pytest.raises(SSNetError, match="split 'val'"):
+        open_dataset("cityscapes_p2p", tmp_path, "val")
+
+
+def test_cityscapes_p2p_targets_keep_road_apart() -> None:
+    from ssnet_ros.datasets import CityscapesP2P
+    from ssnet_ros.datasets.classes import CAMVID_CLASSES
+    info = CityscapesP2P.info
+    table = info.target_sets(CAMVID_CLASSES)
+    road = CAMVID_CLASSES.index("Road")
+    allows_road = {info.class_names[i] for i in np.flatnonzero(table[:, road])}
+    assert allows_road == {"road", "parking"}  # never sidewalk, rail track, terrain or ground
+    assert info.drivable_classes == ("road",)
+    assert set(info.drivable_ignore) == {"parking", "rail track"}
+
+
+def test_cityscapes_p2p_real() -> None:
+    root = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cityscapes_p2p"
+    if not root.is_dir():
+        pytest.skip(f"real Cityscapes (p2p) data not present at {root} (see "
+                    f"shared/data/README.md)")
+    holdout = open_dataset("cityscapes_p2p", root, "holdout")
+    assert len(holdout) == 264  # Weimar and Zürich
+    image, labels = holdout[0]
+    assert image.shape == (256, 512, 3) and labels.shape == (256, 512)
+    assert holdout.info.class_names.index("road") in labels

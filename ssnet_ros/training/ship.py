@@ -18,6 +18,14 @@ selection run stays the claim, and ``training["continues"]`` records the earlier
 final fit / of the selection run, at the shipped rule's input size); each replaces the figures
 of its dataset and split.
 
+A **stage** (``--stage NAME``) is a training run that starts from the shipped weights
+(``ssnet-train --init``), possibly on new data. It ships only if it beats the weights it
+started from (``--selection``) on the criterion declared before training
+(:func:`stage_criterion`), both measured by ``ssnet-eval`` on the same fixed hold-outs
+(``--eval`` for the stage, ``--baseline-eval`` for the shipped weights). The card's
+``training["stages"]`` keeps the lineage: every stage's data, recipe, steps and hold-out
+figures, oldest first.
+
     ssnet-ship runs/final/final.pt --selection runs/select/best.pt \\
         --final-eval runs/final/best.pt --out ssnet_ros/weights/ssnet_camvid.pt --overwrite
 """
@@ -50,6 +58,91 @@ def read_eval(path: Path) -> tuple[str, dict[str, Any]]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SSNetError(f"{path} is not an ssnet-eval metrics.json ({exc})") from None
     return key, figures
+
+
+#: Hold-outs whose drivable IoU the stage criterion averages (never trained on by any stage).
+CRITERION_HOLDOUTS = ("idd_lite/holdout", "cityscapes_p2p/holdout")
+#: Floors of the stage criterion: drivable precision on every hold-out; CamVid val (a
+#: regression check only: the final fits train on it) may lose at most this much mIoU, and no
+#: class more than this much IoU.
+MIN_PRECISION = 0.90
+MAX_CAMVID_MIOU_LOSS = 0.02
+MAX_CAMVID_CLASS_LOSS = 0.08
+
+
+def stage_criterion(figures: dict[str, dict[str, Any]],
+                    baseline: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The declared stage criterion of ``figures`` against ``baseline`` (dataset/split ->
+    ssnet-eval figures): the score is the mean drivable IoU over :data:`CRITERION_HOLDOUTS`;
+    a stage passes when its score is higher, every hold-out's drivable precision is at least
+    :data:`MIN_PRECISION` (or no lower than the baseline's where that is already below), and
+    CamVid val neither loses more than :data:`MAX_CAMVID_MIOU_LOSS` mIoU nor any class more
+    than :data:`MAX_CAMVID_CLASS_LOSS` IoU."""
+    missing = [k for k in CRITERION_HOLDOUTS + ("camvid/val",)
+               for figs in (figures, baseline) if k not in figs]
+    if missing:
+        raise SSNetError(f"the stage criterion needs ssnet-eval figures of "
+                         f"{', '.join(sorted(set(missing)))} for both the stage and the baseline")
+
+    def score(figs: dict[str, dict[str, Any]]) -> float:
+        return sum(figs[k]["drivable"]["iou"] for k in CRITERION_HOLDOUTS) / len(
+            CRITERION_HOLDOUTS)
+
+    failures = []
+    for key in CRITERION_HOLDOUTS:
+        new, old = figures[key]["drivable"]["precision"], baseline[key]["drivable"]["precision"]
+        if new < min(MIN_PRECISION, old):
+            failures.append(f"{key} drivable precision {100 * new:.1f} < "
+                            f"{100 * min(MIN_PRECISION, old):.1f}")
+    new_cv, old_cv = figures["camvid/val"], baseline["camvid/val"]
+    if new_cv["miou"] < old_cv["miou"] - MAX_CAMVID_MIOU_LOSS:
+        failures.append(f"camvid/val mIoU {100 * new_cv['miou']:.1f} lost more than "
+                        f"{100 * MAX_CAMVID_MIOU_LOSS:.0f} points "
+                        f"(was {100 * old_cv['miou']:.1f})")
+    for name, old in old_cv["per_class_iou"].items():
+        new = new_cv["per_class_iou"].get(name)
+        if new is not None and old is not None and new < old - MAX_CAMVID_CLASS_LOSS:
+            failures.append(f"camvid/val {name} IoU {100 * new:.1f} collapsed (was "
+                            f"{100 * old:.1f})")
+    new_score, old_score = score(figures), score(baseline)
+    if new_score <= old_score:
+        failures.append(f"mean hold-out drivable IoU {100 * new_score:.2f} is not above the "
+                        f"shipped {100 * old_score:.2f}")
+    return {"score": new_score, "baseline_score": old_score, "holdouts": list(CRITERION_HOLDOUTS),
+            "passed": not failures, "failures": failures}
+
+
+def ship_stage(stage: Path, shipped: Path, out: Path, *, name: str, evals: Sequence[Path],
+               baseline_evals: Sequence[Path], overwrite: bool = False) -> dict[str, Any]:
+    """Ship ``stage`` (trained from ``shipped``) to ``out`` if it passes
+    :func:`stage_criterion`; its card keeps ``shipped``'s claims and appends the stage to
+    ``training["stages"]``. Returns the criterion; raises SSNetError when it fails."""
+    if out.exists() and not overwrite:
+        raise SSNetError(f"output {out} exists; pass --overwrite to replace it")
+    model, card = load_checkpoint(stage)
+    previous = read_card(shipped)
+    if previous.model != card.model or previous.class_names != card.class_names:
+        raise SSNetError(f"stage {stage} is not the model of {shipped}")
+    figures = dict(read_eval(p) for p in evals)
+    baseline = dict(read_eval(p) for p in baseline_evals)
+    verdict = stage_criterion(figures, baseline)
+    if not verdict["passed"]:
+        raise SSNetError(f"stage {name} is not shipped: " + "; ".join(verdict["failures"]))
+    stages = list(previous.training.get("stages", []))
+    if not stages:  # the first stage: the shipped weights' own recipe is stage 0
+        stages.append({"name": "shipped before staged training", "training": {
+            k: v for k, v in previous.training.items() if k != "stages"},
+            "holdout": baseline})
+    stages.append({"name": name, "training": {k: v for k, v in card.training.items()
+                                              if k != "stages"},
+                   "epoch": card.metrics.get("epoch"), "holdout": figures,
+                   "criterion": verdict})
+    metrics = {**previous.metrics, "stage": {"name": name, "holdout": figures,
+                                             "criterion": verdict}}
+    training = {**card.training, "stages": stages}
+    save_checkpoint(out, model, card.replace(metrics=metrics, training=training,
+                                             input_rule=dict(DEFAULT_RULE)))
+    return verdict
 
 
 def ship(final: Path, selection: Path, out: Path, *, final_eval: Path | None = None,
@@ -108,9 +201,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="ssnet-eval metrics.json files of the final fit on held-out data")
     p.add_argument("--selection-eval", nargs="*", type=Path, default=[],
                    help="ssnet-eval metrics.json files of the selection run")
+    p.add_argument("--stage", default=None, metavar="NAME",
+                   help="ship FINAL as a training stage started from --selection (the shipped "
+                        "weights), only if it passes the stage criterion on --eval against "
+                        "--baseline-eval")
+    p.add_argument("--baseline-eval", nargs="*", type=Path, default=[],
+                   help="ssnet-eval metrics.json files of --selection on the same hold-outs "
+                        "(with --stage)")
     p.add_argument("--out", required=True, type=Path, help="checkpoint to write")
     cli.add(p, "--overwrite")
     args = p.parse_args(argv)
+    if args.stage:
+        try:
+            verdict = ship_stage(args.final, args.selection, args.out, name=args.stage,
+                                 evals=args.eval, baseline_evals=args.baseline_eval,
+                                 overwrite=args.overwrite)
+        except SSNetError as exc:
+            print(f"ssnet-ship: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.out}: stage {args.stage} mean hold-out drivable IoU "
+              f"{100 * verdict['score']:.2f} (shipped {100 * verdict['baseline_score']:.2f})")
+        return 0
     try:
         path = ship(args.final, args.selection, args.out, final_eval=args.final_eval,
                     evals=args.eval, selection_evals=args.selection_eval,

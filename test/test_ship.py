@@ -1,0 +1,76 @@
+"""ssnet-ship --stage: a stage ships only when it beats the shipped weights on the declared
+criterion, and its card keeps the lineage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ssnet_ros.core.checkpoint import read_card
+from ssnet_ros.training.ship import main as ship_main
+from ssnet_ros.training.ship import stage_criterion
+
+def _eval(folder: Path, key: str, iou: float, precision: float, miou: float = 0.6,
+          road: float = 0.9) -> Path:
+    dataset, split = key.split("/")
+    data = {"dataset": dataset, "split": split, "images": 10,
+            "label_space": "classes" if dataset == "camvid" else "drivable",
+            "miou": miou if dataset == "camvid" else None,
+            "per_class_iou": {"Sky": 0.9, "Road": road, "Pavement": 0.7}
+            if dataset == "camvid" else {},
+            "drivable": {"iou": iou, "precision": precision, "recall": 0.95, "f1": 0.9}}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{dataset}_{split}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _figs(iou_idd: float, iou_cs: float, prec_cs: float, miou: float = 0.6,
+          road: float = 0.9) -> dict:
+    out = {}
+    for key, iou, prec in (("idd_lite/holdout", iou_idd, 0.95),
+                           ("cityscapes_p2p/holdout", iou_cs, prec_cs)):
+        out[key] = {"drivable": {"iou": iou, "precision": prec}}
+    out["camvid/val"] = {"miou": miou, "per_class_iou": {"Road": road},
+                         "drivable": {"iou": road, "precision": 0.97}}
+    return out
+
+
+def test_criterion_score_and_floors() -> None:
+    base = _figs(0.87, 0.80, 0.88)
+    better = stage_criterion(_figs(0.87, 0.85, 0.93), base)
+    assert better["passed"] and better["score"] == pytest.approx(0.86)
+    assert not stage_criterion(_figs(0.86, 0.80, 0.93), base)["passed"]  # not above
+    low = stage_criterion(_figs(0.90, 0.90, 0.85), base)  # precision fell below both floors
+    assert not low["passed"] and "precision" in low["failures"][0]
+    forgot = stage_criterion(_figs(0.90, 0.90, 0.93, miou=0.55), base)
+    assert not forgot["passed"] and "camvid/val mIoU" in forgot["failures"][0]
+    collapsed = stage_criterion(_figs(0.90, 0.90, 0.93, road=0.8), base)
+    assert any("Road IoU" in f for f in collapsed["failures"])
+
+
+def test_stage_ships_only_when_better_and_records_lineage(tmp_path: Path,
+                                                         ssnet_checkpoint: Path) -> None:
+    shipped = stage = ssnet_checkpoint
+    old = [_eval(tmp_path / "old", "idd_lite/holdout", 0.87, 0.95),
+           _eval(tmp_path / "old", "cityscapes_p2p/holdout", 0.80, 0.91),
+           _eval(tmp_path / "old", "camvid/val", 0.9, 0.97)]
+    worse = [_eval(tmp_path / "worse", "idd_lite/holdout", 0.80, 0.95),
+             _eval(tmp_path / "worse", "cityscapes_p2p/holdout", 0.80, 0.91),
+             _eval(tmp_path / "worse", "camvid/val", 0.9, 0.97)]
+    better = [_eval(tmp_path / "new", "idd_lite/holdout", 0.88, 0.95),
+              _eval(tmp_path / "new", "cityscapes_p2p/holdout", 0.85, 0.93),
+              _eval(tmp_path / "new", "camvid/val", 0.9, 0.97)]
+    out = tmp_path / "out.pt"
+    args = [str(stage), "--selection", str(shipped), "--stage", "stage 3", "--out", str(out),
+            "--baseline-eval", *map(str, old), "--eval"]
+    assert ship_main(args + list(map(str, worse))) == 2 and not out.exists()
+    assert ship_main(args + list(map(str, better))) == 0
+    card = read_card(out)
+    stages = card.training["stages"]
+    assert [s["name"] for s in stages] == ["shipped before staged training", "stage 3"]
+    assert stages[1]["holdout"]["cityscapes_p2p/holdout"]["drivable"]["iou"] == 0.85
+    assert card.metrics["stage"]["criterion"]["passed"]
+    assert ship_main(args + list(map(str, better))) == 2  # exists, no --overwrite
