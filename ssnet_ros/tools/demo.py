@@ -233,6 +233,8 @@ def run(args: argparse.Namespace) -> int:
     drivable_ids = [card.class_names.index(c) for c in card.drivable_classes]
     checks: dict[str, dict[str, float]] = {}
     try:
+        print(f"weights {weights.name}: trained on data licensed as: "
+              f"{card.licence() or 'not recorded'}")
         print(f"starting the node ({weights}; Fast DDS profile {profile}) ...")
         if not client.wait_for_node(args.timeout, proc):
             log.seek(0)
