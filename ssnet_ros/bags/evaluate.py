@@ -6,7 +6,7 @@ input frame's header and bag time. ``report.json`` and ``report.md`` give the fr
 IoU, mIoU, drivable precision/recall/F1 (when ground truth is given), inference time
 percentiles and the frames without ground truth. Metrics are those of ``ssnet-eval``.
 With ``--ray`` the bags are spread over the workers of a Ray cluster, with the same outputs and
-report (README "Scale-out").
+report (docs/bags.md, "Bag evaluation on Ray").
 
 Exit status: 0 done; 1 an input bag is damaged (the frames before the damage were evaluated,
 written and reported); 2 nothing could be done (bad arguments, unreadable bag, ...).

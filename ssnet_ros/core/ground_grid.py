@@ -28,7 +28,8 @@ UNKNOWN, FREE, OCCUPIED = -1, 0, 100
 MAX_ROW_FOOTPRINT_M = 0.5
 """A cell is unknown where one image row spans more than this much ground along the ray
 (about d^2 / (fy * height) at distance d): at KITTI's resolution (fy 721.5, camera 1.65 m up)
-that is about 24 m ahead, so 3-20 m is covered."""
+that is about 24 m ahead; a level camera 1.65 m up sees the road from 5.95 m (its bottom row),
+so KITTI's grid covers about 6-24 m ahead."""
 #: rotation taking optical-frame vectors to the camera body frame (columns: optical x, y, z)
 BODY_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "")

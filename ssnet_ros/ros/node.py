@@ -1,7 +1,7 @@
 """The ssnet ROS 2 node: camera images in; labels, drivable mask, confidence, colour, overlay out.
 
 Run it with ``ros2 run ssnet_ros segmentation_node --ros-args -p weights:=FILE`` or
-``python -m ssnet_ros.node --ros-args ...``. README.md (ROS 2 interface) documents topics,
+``python -m ssnet_ros.node --ros-args ...``. docs/node.md documents topics,
 parameters, QoS and diagnostics.
 
 Threading: the subscription callback only validates the message header fields and drops the
