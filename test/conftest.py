@@ -102,7 +102,7 @@ NO_SHARED_DATA = ("the development data ../shared/data is not beside this checko
 
 def shared_data_reason(path: Path) -> str:
     """Why a test that reads ``path`` under ../shared/data skips."""
-    return f"needs {path.relative_to(SHARED_DATA.parent.parent)}: {NO_SHARED_DATA}"
+    return f"needs ../{path.relative_to(SHARED_DATA.parent.parent)}: {NO_SHARED_DATA}"
 
 
 @pytest.fixture(scope="session")
