@@ -95,13 +95,21 @@ def ros_context() -> Iterator[Any]:
 # ---- data and training fixtures (models, checkpoint, segmenter, train, eval) ---------------
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CAMVID_ROOT = SHARED_DATA / "camvid"
+NO_SHARED_DATA = ("the development data ../shared/data is not beside this checkout (it is on "
+                  "development machines and CI only, never in the repository; see "
+                  "docs/development.md)")
+
+
+def shared_data_reason(path: Path) -> str:
+    """Why a test that reads ``path`` under ../shared/data skips."""
+    return f"needs ../{path.relative_to(SHARED_DATA.parent.parent)}: {NO_SHARED_DATA}"
 
 
 @pytest.fixture(scope="session")
 def camvid_root() -> Path:
     """The real CamVid copy in ../shared/data/camvid; skips with the reason when absent."""
     if not (CAMVID_ROOT / "train").is_dir():
-        pytest.skip(f"real CamVid data not present at {CAMVID_ROOT} (see shared/data/README.md)")
+        pytest.skip(shared_data_reason(CAMVID_ROOT))
     return CAMVID_ROOT
 
 

@@ -366,4 +366,7 @@ def test_a_bag_with_camera_info_gets_the_drivable_grid(tmp_path: Path, camvid_va
     report = run(segmenter, [bag], tmp_path / "out2", EvalOptions(progress=False), NET)
     assert report["bags"][0]["drivable_grids"] == 0
     assert any("--camera-pose" in n for n in report["bags"][0]["notes"])
+    from ssnet_ros.bags.evaluate import report_markdown
+
+    assert "--camera-pose X Y Z" in report_markdown(report).split("## Notes")[1]  # console too
     assert len(read(tmp_path / "out2" / "drive", "/camera/camera_info")) == 6

@@ -165,3 +165,43 @@ def test_absurd_sizes_are_refused(tmp_path: Path) -> None:
     assert card(train_size=[10**6, 10]).problems()
     with pytest.raises(SSNetError, match="within 1..16384"):
         Segmenter(None, device="cpu", input_size=(100000, 100000))
+
+
+def test_the_card_knows_which_splits_it_trained_on() -> None:
+    mixed = card(training={"datasets": [{"name": "camvid", "split": "train+val"},
+                                        {"name": "idd_lite", "split": "train"}]})
+    assert mixed.training_splits() == {"camvid": {"train", "val"}, "idd_lite": {"train"}}
+    assert "camvid/val was part of this model's training data" in mixed.trained_on("camvid",
+                                                                                   "val")
+    assert mixed.trained_on("idd_lite", "holdout") is None
+    assert "idd_lite/train" in mixed.trained_on("idd_lite", "train+holdout")
+    assert mixed.trained_on("kitti_road", "all") is None
+    old = card()  # no training section: the train split of its dataset
+    assert old.trained_on("camvid", "train") and old.trained_on("camvid", "val") is None
+
+
+def test_data_licence_is_derived_or_recorded_and_survives_a_card_update(tmp_path: Path
+                                                                        ) -> None:
+    from ssnet_ros.core.checkpoint import update_card
+
+    derived = card(training={"datasets": [{"name": "idd_lite"}], "recipe": {
+        "vgg_weights": "auto"}}).licence()
+    assert "non-commercial" in derived and "ImageNet" in derived
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / "m.pt", build_model("ssnet", num_classes=11), card())
+    before = torch.load(path, weights_only=True)
+    assert update_card(path, data_licence="research only").licence() == "research only"
+    after = torch.load(path, weights_only=True)
+    assert read_card(path) == card(data_licence="research only")
+    assert all(torch.equal(v, after["state_dict"][k]) and v.dtype == after["state_dict"][k].dtype
+               for k, v in before["state_dict"].items())
+    with pytest.raises(SSNetError, match="refusing to update"):
+        update_card(path, palette=((0, 0, 0),))
+
+
+def test_the_shipped_weights_state_their_data_licence() -> None:
+    from ssnet_ros.core.segmenter import shipped_weights
+
+    for name, path in shipped_weights().items():
+        text = read_card(path).data_licence
+        assert "non-commercial" in text and "CamVid" in text, name

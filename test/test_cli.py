@@ -16,7 +16,7 @@ from ssnet_ros.core import options
 from ssnet_ros.core.segmenter import PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
-# options that share a name but not the meaning, written down in the README's convention
+# options that share a name but not the meaning, written down in docs/command_line.md
 EXCEPTIONS = {
     ("ssnet-train", "--batch-size"): "crops per training step",
     ("ssnet-export", "--batch-size"): "the exported graph's batch dimension",

@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import NO_SHARED_DATA
 
 from ssnet_ros import SSNetError
 from ssnet_ros.datasets import IGNORE_INDEX, open_dataset
@@ -92,7 +93,8 @@ def test_errors_name_the_problem(tmp_path: Path, camvid_fixture: Path) -> None:
 IDD_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "idd_lite"
 
 
-@pytest.mark.skipif(not IDD_ROOT.is_dir(), reason="needs ../shared/data/idd_lite")
+@pytest.mark.skipif(not IDD_ROOT.is_dir(),
+                    reason=f"needs ../shared/data/idd_lite: {NO_SHARED_DATA}")
 def test_idd_lite_real_holdout_is_whole_sequences() -> None:
     train, hold = open_dataset("idd_lite", IDD_ROOT, "train"), open_dataset("idd_lite",
                                                                             IDD_ROOT, "holdout")

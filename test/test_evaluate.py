@@ -112,3 +112,23 @@ def test_panels_are_the_worst_and_a_spread() -> None:
     assert chosen[:2] == [1, 6]  # the two worst first
     assert 3 in chosen and len(set(chosen)) == 4  # the best is in the spread
     assert choose_panels(scores, 0) == [] and sorted(choose_panels(scores, 20)) == list(range(10))
+
+
+def test_scoring_a_split_the_model_trained_on_warns(
+        ssnet_checkpoint: Path, camvid_fixture: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    """The card knows its training data (here: CamVid train): scoring there says so on the
+    console, in metrics.json and metrics.md; a held-out split does not."""
+    common = ["--weights", str(ssnet_checkpoint), "--dataset", "camvid", "--root",
+              str(camvid_fixture), "--device", "cpu", "--overlays", "0", "--no-progress"]
+    assert main([*common, "--split", "train", "--out", str(tmp_path / "train")]) == 0
+    captured = capsys.readouterr()
+    assert "warning: camvid/train was part of this model's training data" in captured.err
+    assert "trained on data licensed as: CamVid" in captured.out
+    metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    assert "training data" in metrics["trained_on_split"]
+    assert "**Warning:** camvid/train" in (tmp_path / "train" / "metrics.md").read_text()
+    assert main([*common, "--split", "val", "--out", str(tmp_path / "val")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "val" / "metrics.json").read_text())[
+        "trained_on_split"] is None

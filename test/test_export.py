@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import NO_SHARED_DATA
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -152,7 +153,7 @@ def test_onnx_labels_match_pytorch_on_camvid_val(tmp_path: Path,
                     f"ssnet_camvid.pt) and ${WEIGHTS_ENV} is not set; random weights have "
                     f"near-tied logits, so their labels are no parity test")
     if not CAMVID_VAL.is_dir():
-        pytest.skip(f"real CamVid val images not present at {CAMVID_VAL}")
+        pytest.skip(f"needs ../shared/data/camvid/val: {NO_SHARED_DATA}")
     model, card = load_checkpoint(weights)
     images = read_images(CAMVID_VAL, PARITY_IMAGES)
     h, w = images[0].shape[:2]

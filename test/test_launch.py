@@ -78,7 +78,8 @@ def test_launch_file_starts_the_node_or_the_lifecycle_node_and_optionally_rviz(
 
 
 def test_launch_arguments_and_defaults(launch_tree: ast.Module) -> None:
-    args = {ast.literal_eval(c.args[0]): c for c in calls(launch_tree, "DeclareLaunchArgument")}
+    args = {ast.literal_eval(c.args[0]): c for c in calls(launch_tree, "DeclareLaunchArgument")
+            if isinstance(c.args[0], ast.Constant)}
     assert set(args) == ARGUMENTS
     assert keyword(args["image_topic"], "default_value") == "/camera/image_raw"
     assert keyword(args["rviz"], "default_value") == "false"
@@ -189,3 +190,38 @@ def test_node_loads_the_params_file_and_declares_exactly_its_parameters(
         node.close()
         rclpy.try_shutdown(context=context)
 
+
+
+def load_launch_file() -> Any:
+    import importlib.util
+
+    pytest.importorskip("launch_ros", reason="ROS 2 launch is not installed here")
+    spec = importlib.util.spec_from_file_location("segment_launch", LAUNCH_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_grid_parameter_is_a_launch_argument() -> None:
+    """camera_pose and the other grid settings can be given to ros2 launch, ints or floats."""
+    pytest.importorskip("rclpy")
+    from launch.actions import DeclareLaunchArgument
+
+    from ssnet_ros.ros.parameters import PARAMETERS
+
+    module = load_launch_file()
+    module.get_package_share_directory = lambda package: str(ROOT)  # no install needed
+    grid = {s.name for s in PARAMETERS if "grid" in s.name or s.name == "camera_pose"}
+    assert set(module.GRID_ARGUMENTS) == grid
+    declared = {a.name for a in module.generate_launch_description().entities
+                if isinstance(a, DeclareLaunchArgument)}
+    assert declared == ARGUMENTS | grid
+    assert module.grid_overrides({"camera_pose": "[0, 0, 1.65, 0, 0, 0]", "grid_frame": "",
+                                  "grid_x_range": "[0.0, 30]", "grid_resolution": "0.2",
+                                  "publish_drivable_grid": "false"}) == {
+        "camera_pose": [0.0, 0.0, 1.65, 0.0, 0.0, 0.0], "grid_x_range": [0.0, 30.0],
+        "grid_resolution": 0.2, "publish_drivable_grid": False}
+    for name, bad in (("camera_pose", "[0, 0, one]"), ("grid_y_range", "5"),
+                      ("grid_resolution", "fine"), ("publish_drivable_grid", "maybe")):
+        with pytest.raises(ValueError, match=f"launch argument {name}:="):
+            module.grid_overrides({name: bad})

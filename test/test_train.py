@@ -15,7 +15,7 @@ from ssnet_ros.datasets import open_dataset
 from ssnet_ros.training.evaluate import evaluate
 from ssnet_ros.training.train import class_weights, lr_factor, main, selection_score
 
-from conftest import CAMVID_ROOT, write_camvid_fixture
+from conftest import CAMVID_ROOT, NO_SHARED_DATA, write_camvid_fixture
 
 IDD_ROOT = CAMVID_ROOT.parent / "idd_lite"
 
@@ -64,7 +64,8 @@ def test_short_run_overfits_a_few_real_images(data_root: Path, tmp_path: Path) -
     assert summary["drivable"]["iou"] > 0.5, summary  # an untrained model scores about 0.05
 
 
-@pytest.mark.skipif(not (IDD_ROOT / "leftImg8bit").is_dir(), reason="needs ../shared/data")
+@pytest.mark.skipif(not (IDD_ROOT / "leftImg8bit").is_dir(),
+                    reason=f"needs ../shared/data/idd_lite: {NO_SHARED_DATA}")
 def test_two_datasets_train_through_the_set_valued_loss(tmp_path: Path) -> None:
     out = tmp_path / "mixed"
     args = ["--dataset", "camvid", "idd_lite", "--root", str(CAMVID_ROOT), str(IDD_ROOT),

@@ -6,7 +6,7 @@ input frame's header and bag time. ``report.json`` and ``report.md`` give the fr
 IoU, mIoU, drivable precision/recall/F1 (when ground truth is given), inference time
 percentiles and the frames without ground truth. Metrics are those of ``ssnet-eval``.
 With ``--ray`` the bags are spread over the workers of a Ray cluster, with the same outputs and
-report (README "Scale-out").
+report (docs/bags.md, "Bag evaluation on Ray").
 
 Exit status: 0 done; 1 an input bag is damaged (the frames before the damage were evaluated,
 written and reported); 2 nothing could be done (bad arguments, unreadable bag, ...).
@@ -202,7 +202,8 @@ class _BagEvaluator:
         r.notes = list(self.reader.notes)
         if self.info_topic and not opt.camera_pose:
             r.notes.append(f"the bag has camera_info on {self.info_topic}; give --camera-pose "
-                           f"to write {self.grid_topic}")
+                           f"X Y Z ROLL PITCH YAW (e.g. --camera-pose 0 0 1.65 0 0 0, a level "
+                           f"camera 1.65 m above the road) to write {self.grid_topic}")
         elif opt.camera_pose and not self.info_topic:
             r.notes.append(f"no drivable grid: the bag has no camera_info beside {r.topic}")
         r.panels = [(f"{i:02d}_worst_{name}.png", pic) for i, (_, _, name, pic)
@@ -480,6 +481,9 @@ def report_markdown(report: dict[str, Any]) -> str:
                 for f in report.get("failed_bags", [])] + problems
     problems += [f"bag {r['bag']} was retried ({r['attempts']} attempts) after: "
                  f"{'; '.join(r['reasons'])}" for r in report.get("retried_bags", [])]
+    notes = [f"{Path(b['path']).name}: {n}" for b in report["bags"] for n in b["notes"]]
+    if notes:  # e.g. how to get the drivable grid (printed on the console with the report)
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes[:MAX_LISTED]]
     if report.get("resumed_bags"):  # ssnet-eval-bag --ray --resume
         lines += ["", "Taken from an earlier run (--resume), not redone: "
                   + ", ".join(report["resumed_bags"]) + "."]

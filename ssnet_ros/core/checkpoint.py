@@ -19,6 +19,16 @@ from ..models import build_model, list_models
 
 FORMAT = "ssnet_ros.checkpoint"
 FORMAT_VERSION = 1
+#: The terms of the datasets weights may be trained on (the weights inherit them).
+DATA_LICENCES = {
+    "camvid": "CamVid (Brostow et al.): research use; cite it",
+    "idd_lite": "IDD / IDD-Lite (IIIT Hyderabad, Intel): non-commercial research use only",
+    "cityscapes": "Cityscapes (Daimler, MPI, TU Darmstadt): non-commercial purposes only",
+    "kitti_road": "KITTI (KIT, TTI-C): CC BY-NC-SA 3.0, non-commercial",
+    "kitti_semantics": "KITTI (KIT, TTI-C): CC BY-NC-SA 3.0, non-commercial",
+}
+DATA_LICENCES["cityscapes_p2p"] = DATA_LICENCES["cityscapes"]
+IMAGENET_LICENCE = "VGG-16 encoder initialised from ImageNet weights: non-commercial research"
 
 
 @dataclass(frozen=True)
@@ -28,7 +38,9 @@ class ModelCard:
     ``mean``/``std`` normalise RGB pixels in 0..255 units; ``train_size`` is (height, width);
     ``metrics`` holds the measured validation figures (may be empty); ``input_rule`` the
     constants of the automatic network input size (:mod:`ssnet_ros.core.input_size`; empty: run at
-    each image's own size); ``training`` the data and recipe the weights were trained with.
+    each image's own size); ``training`` the data and recipe the weights were trained with;
+    ``data_licence`` the terms of that data, which the weights inherit (empty: derived,
+    :meth:`licence`).
     """
 
     model: str
@@ -43,6 +55,39 @@ class ModelCard:
     dataset: str = ""
     input_rule: dict[str, float] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    data_licence: str = ""
+
+    def training_splits(self) -> dict[str, set[str]]:
+        """Dataset -> the splits the weights were trained on (``training.datasets``; a card
+        without it: the ``train`` split of ``dataset``)."""
+        out: dict[str, set[str]] = {}
+        for entry in self.training.get("datasets") or ():
+            if isinstance(entry, dict) and entry.get("name"):
+                parts = str(entry.get("split") or "train").split("+")
+                out.setdefault(str(entry["name"]), set()).update(parts)
+        if not out and self.dataset:
+            out[self.dataset] = {"train"}
+        return out
+
+    def trained_on(self, dataset: str, split: str) -> str | None:
+        """A warning when (part of) ``dataset``/``split`` was training data of these weights:
+        scores there measure fit, not generalisation; None when it was held out."""
+        seen = sorted(set(split.split("+")) & self.training_splits().get(dataset, set()))
+        if not seen:
+            return None
+        return (f"{dataset}/{'+'.join(seen)} was part of this model's training data, so its "
+                f"scores there are optimistic (fit, not generalisation); score a split it never "
+                f"saw (the card's training.datasets lists what it saw)")
+
+    def licence(self) -> str:
+        """The terms of the training data (``data_licence``, else from the datasets)."""
+        if self.data_licence:
+            return self.data_licence
+        names = sorted(self.training_splits())
+        terms = [DATA_LICENCES.get(n, f"{n}: see its terms") for n in names]
+        if str((self.training.get("recipe") or {}).get("vgg_weights", "none")) != "none":
+            terms.append(IMAGENET_LICENCE)
+        return "; ".join(terms)
 
     @property
     def num_classes(self) -> int:
@@ -105,11 +150,29 @@ class ModelCard:
             dataset=str(data.get("dataset", "")),
             input_rule={str(k): float(v) for k, v in dict(data.get("input_rule", {})).items()},
             training=dict(data.get("training", {})),
+            data_licence=str(data.get("data_licence", "")),
         )
 
     def replace(self, **changes: Any) -> ModelCard:
         """A copy with ``changes`` applied."""
         return ModelCard.from_dict({**self.to_dict(), **changes})
+
+
+def update_card(path: str | Path, **changes: Any) -> ModelCard:
+    """Rewrite the card of the checkpoint at ``path`` with ``changes`` (validated); the
+    weights (every tensor, its dtype and bytes), the card's other entries and the rest of the
+    payload stay as they are."""
+    path = Path(path)
+    payload = _read_payload(path)
+    card = _card_of(path, payload).replace(**changes)
+    problems = card.problems()
+    if problems:
+        raise SSNetError(f"refusing to update {path}: " + "; ".join(problems))
+    stored = card.to_dict()
+    payload["card"] = {**payload["card"], **{key: stored[key] for key in changes}}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return card
 
 
 def build_from_card(card: ModelCard, **init_kwargs: Any) -> nn.Module:

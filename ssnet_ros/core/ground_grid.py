@@ -28,7 +28,8 @@ UNKNOWN, FREE, OCCUPIED = -1, 0, 100
 MAX_ROW_FOOTPRINT_M = 0.5
 """A cell is unknown where one image row spans more than this much ground along the ray
 (about d^2 / (fy * height) at distance d): at KITTI's resolution (fy 721.5, camera 1.65 m up)
-that is about 24 m ahead, so 3-20 m is covered."""
+that is about 24 m ahead; a level camera 1.65 m up sees the road from 5.95 m (its bottom row),
+so KITTI's grid covers about 6-24 m ahead."""
 #: rotation taking optical-frame vectors to the camera body frame (columns: optical x, y, z)
 BODY_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "")
@@ -273,17 +274,29 @@ def kitti_camera(width: int = 1242, height: int = 375) -> Camera:
 
 
 __all__: Sequence[str] = ("Camera", "GridLookup", "GridSpec", "fuse_lookups", "grid_lookup",
-                          "grid_picture", "kitti_camera", "pose_from_optical", "sample_grid",
-                          "FREE", "OCCUPIED", "UNKNOWN")
+                          "grid_picture", "kitti_camera", "pose_from_optical", "resolved_range",
+                          "sample_grid", "FREE", "OCCUPIED", "UNKNOWN")
 
 
 GRID_COLOURS = {FREE: (0, 200, 80), OCCUPIED: (200, 60, 60), UNKNOWN: (40, 40, 40)}
 
 
-def grid_picture(data: np.ndarray, grid: GridSpec, cell_px: int = 2) -> np.ndarray:
+def resolved_range(camera: Camera) -> float:
+    """Ground distance (m) beyond which cells stay unknown for ``camera`` on flat ground: one
+    image row spans more than :data:`MAX_ROW_FOOTPRINT_M` there (about 24 m for KITTI)."""
+    return math.sqrt(MAX_ROW_FOOTPRINT_M * camera.k[4] * max(abs(float(camera.pose[2])), 1e-6))
+
+
+GRID_LEGEND = ((FREE, "drivable (0)"), (OCCUPIED, "not drivable (100)"),
+               (UNKNOWN, "unknown (-1)"))
+
+
+def grid_picture(data: np.ndarray, grid: GridSpec, cell_px: int = 2, title: str = "",
+                 note: str = "") -> np.ndarray:
     """An RGB bird's-eye picture of OccupancyGrid ``data``: forward (x) up, left (y) left,
     drivable green, not drivable red, unknown dark grey, the grid origin (the car) as a white
-    triangle, a line every 5 m."""
+    triangle, a line every 5 m labelled every 10 m; above it ``title``, below it the colour
+    legend, a metric scale bar and ``note`` (e.g. why the fan ends where it does)."""
     import cv2
 
     rgb = np.zeros((*data.shape, 3), np.uint8)
@@ -294,12 +307,36 @@ def grid_picture(data: np.ndarray, grid: GridSpec, cell_px: int = 2) -> np.ndarr
                      interpolation=cv2.INTER_NEAREST)
     h, w = pic.shape[:2]
     px = cell_px / grid.resolution  # pixels per metre
+    font, aa = cv2.FONT_HERSHEY_SIMPLEX, cv2.LINE_AA
 
     def at(x: float, y: float) -> tuple[int, int]:
         return (round((grid.y_range[1] - y) * px), round(h - (x - grid.x_range[0]) * px))
 
     for x in np.arange(math.ceil(grid.x_range[0] / 5) * 5, grid.x_range[1], 5.0):
         cv2.line(pic, at(x, grid.y_range[0]), at(x, grid.y_range[1]), (90, 90, 90), 1)
+        if x % 10 == 0 and x > grid.x_range[0]:
+            u, v = at(x, grid.y_range[1])
+            cv2.putText(pic, f"{x:g} m", (u + 3, v - 3), font, 0.4, (230, 230, 230), 1, aa)
     car = np.array([at(1.0, 0.0), at(-1.0, 0.8), at(-1.0, -0.8)], np.int32)
     cv2.fillConvexPoly(pic, car, (255, 255, 255))
-    return pic
+
+    def strip(lines: int) -> np.ndarray:
+        return np.full((18 * lines + 6, w, 3), 255, np.uint8)
+
+    head = strip(1)
+    cv2.putText(head, title or "drivable grid (bird's-eye, forward up)", (4, 16), font, 0.45,
+                (0, 0, 0), 1, aa)
+    foot = strip(2 + bool(note))
+    x0 = 4
+    for value, name in GRID_LEGEND:
+        cv2.rectangle(foot, (x0, 5), (x0 + 12, 17), GRID_COLOURS[value], -1)
+        cv2.putText(foot, name, (x0 + 16, 16), font, 0.4, (0, 0, 0), 1, aa)
+        x0 += 22 + cv2.getTextSize(name, font, 0.4, 1)[0][0]
+    bar_m = next((m for m in (10.0, 5.0, 2.0, 1.0, 0.5) if m * px <= w / 3), 0.5)
+    bar = max(1, round(bar_m * px))
+    cv2.rectangle(foot, (4, 25), (4 + bar, 31), (0, 0, 0), -1)
+    cv2.putText(foot, f"{bar_m:g} m  (cell {grid.resolution:g} m)", (bar + 10, 34), font,
+                0.4, (0, 0, 0), 1, aa)
+    if note:
+        cv2.putText(foot, note, (4, 52), font, 0.4, (0, 0, 0), 1, aa)
+    return np.ascontiguousarray(np.vstack([head, pic, foot]))

@@ -1,4 +1,4 @@
-"""The command-line convention shared by every ``ssnet-*`` tool (README "Command-line tools").
+"""The command-line convention shared by every ``ssnet-*`` tool (docs/command_line.md).
 
 The same idea has the same option name, meaning and default in every tool that has it: weights
 by shipped name or path (default: the shipped SSNet), the network input size as

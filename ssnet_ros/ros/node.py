@@ -1,7 +1,7 @@
 """The ssnet ROS 2 node: camera images in; labels, drivable mask, confidence, colour, overlay out.
 
 Run it with ``ros2 run ssnet_ros segmentation_node --ros-args -p weights:=FILE`` or
-``python -m ssnet_ros.node --ros-args ...``. README.md (ROS 2 interface) documents topics,
+``python -m ssnet_ros.node --ros-args ...``. docs/node.md documents topics,
 parameters, QoS and diagnostics.
 
 Threading: the subscription callback only validates the message header fields and drops the
@@ -217,6 +217,18 @@ class SegmentationBase:
             f"{self.segmenter.weights} on {self.segmenter.device} "
             f"({str(self.segmenter.dtype).removeprefix('torch.')}), network input "
             f"{self._network_input()}")
+        if getattr(self, "_grid_pub", None) is not None:
+            g = s.grid
+            assert g is not None
+            source = f"camera_pose {list(s.camera_pose)}" if s.camera_pose else \
+                "TF (grid_frame -> each image's frame_id)"
+            infos = ", ".join(cam.info_topic for cam in self.cameras)
+            self.get_logger().info(
+                f"drivable grid on: {self.resolve_topic_name(GRID_TOPIC)} in {s.grid_frame}, "
+                f"x {list(g.x_range)} m, y {list(g.y_range)} m, {g.resolution} m cells, "
+                f"camera pose from {source}; waiting for camera_info on {infos} (no grid "
+                f"before it comes)" + ("" if s.publish_grid else
+                                       "; publish_drivable_grid is false for now"))
 
     def _close_inputs(self, timeout: float = 1.0) -> bool:
         """Stop taking frames: drop what waits, let the worker finish the frame in hand (up

@@ -1,6 +1,7 @@
 """The node's parameters: each declared with a descriptor (type, range, documentation), its
-default (config/ssnet.yaml and the README table hold the same), and validated together into
-:class:`Settings` before the node starts or takes a change."""
+default (config/ssnet.yaml and the table in docs/node.md hold the same; test/test_docs.py
+checks all three), and validated together into :class:`Settings` before the node starts or
+takes a change."""
 
 from __future__ import annotations
 

@@ -2,15 +2,20 @@
 
     .venv/bin/ssnet-demo --images DIR --weights FILE --out demo_out
 
-Starts the node in its own process (real DDS, localhost only, the large-image Fast DDS
-profile), publishes every image of DIR in name order as a sensor_msgs/Image (frame_id
+Without --images it segments the three KITTI road frames shipped with the package
+(ssnet_ros/samples: CC BY-NC-SA 3.0, see the README there). Starts the node in its own process
+(real DDS, localhost only, the large-image Fast DDS profile), publishes every image of DIR in
+name order as a sensor_msgs/Image (frame_id
 ``camera``), waits for the node's outputs and writes, per image NAME, NAME_input.png,
-NAME_color.png, NAME_overlay.png, NAME_drivable.png, NAME_labels.png (class ids as grey
-values) and NAME_panel.png (class overlay above the drivable mask tinted over the image,
-with a class-colour legend) into --out. For KITTI-sized frames (the default images) it also
-publishes KITTI's published calibration as camera_info (camera 1.65 m above the road, level:
-the node's camera_pose) and writes NAME_grid.png: the node's segmentation/drivable_grid, 40 m
-ahead and 20 m to each side (drivable green, not drivable red, unknown grey). It checks that
+NAME_color.png, NAME_overlay.png, NAME_drivable.png, NAME_labels.png (the class id of every
+pixel as its grey value, 0-10 for CamVid classes: it looks black; NAME_color.png is the same
+labels in the class colours) and NAME_panel.png (class overlay above the drivable mask tinted
+over the image, with a class-colour legend) into --out, and README.txt saying so. Where DIR
+holds calibration.yaml (camera_calibration_parsers layout plus camera_pose, as the samples
+do), or else for KITTI-sized frames (KITTI's published calibration, camera 1.65 m above the
+road, level), it also publishes camera_info, sets the node's camera_pose and writes
+NAME_grid.png: the node's segmentation/drivable_grid, 40 m ahead and 20 m to each side
+(drivable green, not drivable red, unknown grey; legend, scale and title in the picture). It checks that
 grid against the node's published labels projected independently (OpenCV's projectPoints of
 every cell centre) and measures the ego lane (|y| < 1 m, 6-20 m ahead); grid_check.json holds
 both per frame.
@@ -32,7 +37,7 @@ from ..core import options as cli
 from ..core.checkpoint import read_card
 from ..core.fileio import read_rgb, write_json, write_png
 from ..core.segmenter import DEFAULT_WEIGHTS, TRAIN_HINT, default_weights, resolve_weights
-from ..core.ground_grid import GridSpec, grid_picture, kitti_camera
+from ..core.ground_grid import Camera, GridSpec, grid_picture, kitti_camera, resolved_range
 from ..core.visualize import panel
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
@@ -42,7 +47,8 @@ OUTPUTS = ("labels", "drivable_mask", "color", "overlay")
 def build_parser() -> argparse.ArgumentParser:
     """Command-line interface of ssnet-demo."""
     p = cli.parser("ssnet-demo", __doc__)
-    p.add_argument("--images", default="", help="folder of images (png, jpg, ...)")
+    p.add_argument("--images", default="",
+                   help="folder of images (png, jpg, ...); default: the shipped KITTI samples")
     cli.add(p, "--weights")
     p.add_argument("--out", default="demo_out", help="output folder")
     cli.add(p, "--input-height", "--input-width", "--device", "--limit")
@@ -58,12 +64,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+"""Three KITTI road test frames shipped with the package (CC BY-NC-SA 3.0) and their camera."""
+CALIBRATION = "calibration.yaml"
+
+
 def find_images(folder: str) -> list[Path]:
-    """The images in ``folder`` sorted by name; raise SSNetError saying how to give some."""
+    """The images in ``folder`` (default: the shipped samples) sorted by name; raise SSNetError
+    saying how to give some."""
     how = "give a folder of images, e.g. `make demo IMAGES=/path/to/pngs`"
-    if not folder:
-        raise SSNetError(f"no image folder given; {how}")
-    path = Path(folder).expanduser()
+    path = Path(folder).expanduser() if folder else SAMPLES
     if not path.is_dir():
         raise SSNetError(f"image folder {path} does not exist; {how}")
     images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -89,6 +99,48 @@ def find_weights(weights: str) -> Path:
 DEMO_GRID = GridSpec(resolution=0.1, x_range=(0.0, 40.0), y_range=(-20.0, 20.0))
 KITTI_HEIGHT = 1.65
 """Metres from the road to KITTI's cameras (the demo's camera_pose: level, at the origin)."""
+
+
+def load_calibration(folder: Path) -> Camera | None:
+    """The camera of ``folder``'s calibration.yaml (K, size, distortion and camera_pose), or
+    None where there is none; SSNetError naming the file when it cannot be used."""
+    path = folder / CALIBRATION
+    if not path.is_file():
+        return None
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text())
+        return Camera(tuple(float(v) for v in doc["camera_matrix"]["data"]),
+                      int(doc["image_width"]), int(doc["image_height"]),
+                      tuple(float(v) for v in doc.get("camera_pose", (0, 0, KITTI_HEIGHT,
+                                                                      0, 0, 0))),
+                      tuple(float(v) for v in doc.get("distortion_coefficients", {})
+                            .get("data", ())), str(doc.get("distortion_model", "plumb_bob")))
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+        raise SSNetError(f"cannot use {path}: {exc!r} (expected image_width, image_height, "
+                         f"camera_matrix.data and camera_pose)") from None
+
+
+def is_level(pose: tuple[float, ...]) -> bool:
+    """A camera at the grid origin's x, y, looking along x (only its height set)."""
+    return not any(pose[:2]) and not any(pose[3:])
+
+
+OUTPUT_README = """\
+Written by ssnet-demo, per input image NAME:
+  NAME_input.png     the image as sent to the node
+  NAME_panel.png     the one to look at: class overlay above the drivable mask, with a legend
+  NAME_color.png     every pixel in its class colour (segmentation/color)
+  NAME_overlay.png   the class colours blended over the image (segmentation/overlay)
+  NAME_drivable.png  the drivable mask: 255 drivable, 0 not (segmentation/drivable_mask)
+  NAME_labels.png    the class id of every pixel as its grey value (segmentation/labels):
+                     ids are small numbers ({ids}), so it looks black; the ids are
+                     {classes}
+  NAME_grid.png      where a calibration is known: the bird's-eye drivable grid
+                     (segmentation/drivable_grid), with its legend and scale
+grid_check.json      that grid against the labels projected by OpenCV, per frame
+"""
 
 
 def is_kitti_size(height: int, width: int) -> bool:
@@ -141,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
     """Segment every image; return the exit status."""
     size = cli.input_size(args)  # ValueError: a bad argument, before any work
     images = find_images(args.images)[:args.limit or None]
+    calibration = load_calibration(images[0].parent)
     weights = find_weights(args.weights)
     card = read_card(weights)
     out = Path(args.out)
@@ -158,8 +211,9 @@ def run(args: argparse.Namespace) -> int:
     profile = use_large_image_profile()
     namespace = f"/ssnet_demo_{os.getpid()}"  # away from any other ssnet on this domain
     height, width = size or (0, 0)
+    pose = list(calibration.pose) if calibration else [0.0, 0.0, KITTI_HEIGHT, 0.0, 0.0, 0.0]
     params = {"weights": str(weights), "input_height": height, "input_width": width,
-              "device": args.device, "camera_pose": [0.0, 0.0, KITTI_HEIGHT, 0.0, 0.0, 0.0],
+              "device": args.device, "camera_pose": pose,
               "grid_resolution": DEMO_GRID.resolution, "grid_x_range": list(DEMO_GRID.x_range),
               "grid_y_range": list(DEMO_GRID.y_range)}
     log = tempfile.NamedTemporaryFile("w+", prefix="ssnet_demo_node_", suffix=".log")
@@ -179,6 +233,8 @@ def run(args: argparse.Namespace) -> int:
     drivable_ids = [card.class_names.index(c) for c in card.drivable_classes]
     checks: dict[str, dict[str, float]] = {}
     try:
+        print(f"weights {weights.name}: trained on data licensed as: "
+              f"{card.licence() or 'not recorded'}")
         print(f"starting the node ({weights}; Fast DDS profile {profile}) ...")
         if not client.wait_for_node(args.timeout, proc):
             log.seek(0)
@@ -192,12 +248,13 @@ def run(args: argparse.Namespace) -> int:
                 tqdm.write(f"skipping {path.name}: {exc}")
                 continue
             result = None
-            kitti = is_kitti_size(*rgb.shape[:2])
+            kitti = calibration is not None or is_kitti_size(*rgb.shape[:2])
             if kitti:
-                camera = kitti_camera(rgb.shape[1], rgb.shape[0])
+                camera = calibration.scaled(*rgb.shape[:2]) if calibration \
+                    else kitti_camera(rgb.shape[1], rgb.shape[0])
                 info_pub.publish(CameraInfo(width=rgb.shape[1], height=rgb.shape[0],
-                                            k=list(camera.k), d=[0.0] * 5,
-                                            distortion_model="plumb_bob"))
+                                            k=list(camera.k), d=list(camera.d) or [0.0] * 5,
+                                            distortion_model=camera.distortion_model))
                 client.spin_until(lambda: False, 0.05)
             for _ in range(3):  # a best-effort image can be lost; send it again
                 msg = image_msg(rgb, time.time_ns(), "camera", encoding=args.encoding)
@@ -224,15 +281,25 @@ def run(args: argparse.Namespace) -> int:
             if kitti and client.spin_until(lambda: stamp in grids_in, 10.0, proc):
                 g = grids_in[stamp]
                 data = np.array(g.data, np.int8).reshape(g.info.height, g.info.width)
-                write_png(f"{stem}_grid.png", grid_picture(data, DEMO_GRID, cell_px=1))
-                checks[path.name] = grid_check(data, opencv_grid(
-                    outputs["labels"], drivable_ids, list(camera.k), KITTI_HEIGHT, DEMO_GRID))
+                reach = resolved_range(camera)
+                write_png(f"{stem}_grid.png", grid_picture(
+                    data, DEMO_GRID, cell_px=1, title=f"{path.name}: drivable grid, forward up",
+                    note=f"unknown beyond ~{reach:.0f} m: there one image row spans > 0.5 m "
+                         f"of road"))
+                if is_level(camera.pose):  # the independent check assumes a level camera
+                    checks[path.name] = grid_check(data, opencv_grid(
+                        outputs["labels"], drivable_ids, list(camera.k), camera.pose[2],
+                        DEMO_GRID))
                 grids += 1
             elif kitti:
                 tqdm.write(f"no drivable grid came for {path.name}")
             drivable.append(float((outputs["drivable_mask"] > 0).mean()))
             done += 1
         seconds = time.monotonic() - start
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "README.txt").write_text(OUTPUT_README.format(
+            ids=f"0-{len(card.class_names) - 1}",
+            classes=", ".join(f"{i} {n}" for i, n in enumerate(card.class_names))))
         if checks:
             write_json(out / "grid_check.json", checks)
             agree = min(c["agreement"] for c in checks.values())
@@ -245,8 +312,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"segmented {done} of {len(images)} images in {seconds:.1f} s "
               f"({seconds / max(done, 1):.2f} s per image through the node); "
               f"mean drivable area {100 * np.mean(drivable) if drivable else 0:.1f}%; "
-              f"wrote 6 PNGs per image to {out}/"
-              + (f" and a drivable grid for {grids} KITTI-sized frames" if grids else ""))
+              f"wrote 6 PNGs per image to {out.resolve()}/"
+              + (f" and a drivable grid (NAME_grid.png) for {grids} frames" if grids else "")
+              + f"; start with {out / images[0].stem}_panel.png; README.txt there says "
+                f"what each file is")
         return 0 if done == len(images) else 1
     finally:
         client.close()

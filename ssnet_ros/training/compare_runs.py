@@ -5,7 +5,7 @@
 Reads each run folder's ``config.json`` and ``history.json`` (written by ``ssnet-train``) and
 writes ``runs.md`` (one row per run: model, encoder initialisation, val mIoU at every validated
 epoch, best), ``runs.json`` and ``runs.png`` (training loss and val mIoU against the epoch).
-Used for the VGG-16 initialisation vs training-from-scratch comparison in the README.
+Used for the VGG-16 initialisation vs training-from-scratch comparison in docs/results.md.
 """
 
 from __future__ import annotations

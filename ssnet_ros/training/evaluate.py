@@ -186,6 +186,8 @@ def markdown_report(summary: dict[str, Any], title: str) -> str:
              f"| drivable precision | {_pct(d['precision'])} |",
              f"| drivable recall | {_pct(d['recall'])} |",
              f"| drivable F1 | {_pct(d['f1'])} |", "",
+             *([f"**Warning:** {summary['trained_on_split']}", ""]
+               if summary.get("trained_on_split") else []),
              "| class | IoU % | accuracy % |", "|---|---:|---:|"]
     for name, iou in summary["per_class_iou"].items():
         lines.append(f"| {name} | {_pct(iou)} | {_pct(summary['per_class_accuracy'][name])} |")
@@ -245,6 +247,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     segmenter = Segmenter(args.weights, device=args.device, precision=args.precision,
                           input_size=size, flip=args.flip)
     dataset = open_dataset(args.dataset, args.root, args.split)
+    print(f"weights {segmenter.weights}: trained on data licensed as: "
+          f"{segmenter.card.licence() or 'not recorded'}")
+    seen = segmenter.card.trained_on(args.dataset, args.split)
+    if seen:
+        print(f"ssnet-eval: warning: {seen}", file=sys.stderr)
     summary, matrix, kept = evaluate(segmenter, dataset, limit=args.limit or None,
                                      batch_size=args.batch_size, keep=args.overlays,
                                      progress=not args.no_progress)
@@ -253,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary["input_size"] = list(size) if size else (
         "automatic" if segmenter.card.input_rule else "native")
     summary["flip"] = args.flip
+    summary["trained_on_split"] = seen  # None: the split was held out from training
     title = f"{segmenter.card.model} on {dataset.info.name}/{dataset.split}"
     names, palette = report_classes(summary, segmenter)
     with atomic_path(args.out) as tmp:

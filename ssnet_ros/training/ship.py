@@ -8,7 +8,8 @@ validation figures mean nothing. The shipped card records instead (``metrics``):
 - ``final_fit``: the final fit's figures on data it never trained on (e.g. the IDD-Lite
   hold-out), taken from its own ``best.pt``;
 - ``training``: the final fit's datasets and recipe (from its card), plus the selection run's;
-- ``input_rule``: the package's current rule (:data:`ssnet_ros.core.input_size.DEFAULT_RULE`).
+- ``input_rule``: the package's current rule (:data:`ssnet_ros.core.input_size.DEFAULT_RULE`);
+- ``data_licence``: the terms of the training datasets, which the weights inherit.
 
 A final fit may continue an earlier shipped one (``ssnet-train --init`` of the shipped
 weights, more steps of the same data): pass that shipped checkpoint as ``--selection``. Its
@@ -185,8 +186,8 @@ def ship(final: Path, selection: Path, out: Path, *, final_eval: Path | None = N
                               "stage only, the continuation has no selection run of its own")
     else:
         training = {**card.training, "selection_run": chosen.training}
-    return save_checkpoint(out, model, card.replace(metrics=metrics, training=training,
-                                                    input_rule=dict(DEFAULT_RULE)))
+    card = card.replace(metrics=metrics, training=training, input_rule=dict(DEFAULT_RULE))
+    return save_checkpoint(out, model, card.replace(data_licence=card.licence()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
