@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", default="", help="folder of images (png, jpg, ...)")
     cli.add(p, "--weights")
     p.add_argument("--out", default="demo_out", help="output folder")
-    cli.add(p, "--input-height", "--input-width", "--device", "--limit")
+    cli.add(p, "--input-height", "--input-width", "--device", "--drivable-floor",
+            "--drivable-connected", "--limit")
     p.add_argument("--encoding", choices=("bgr8", "rgb8"), default="bgr8",
                    help="encoding of the published images, bgr8 like most cameras")
     p.add_argument("--timeout", type=float, default=300.0,
@@ -140,6 +141,7 @@ def pixels(msg: object) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     """Segment every image; return the exit status."""
     size = cli.input_size(args)  # ValueError: a bad argument, before any work
+    rule = cli.drivable_rule(args)
     images = find_images(args.images)[:args.limit or None]
     weights = find_weights(args.weights)
     card = read_card(weights)
@@ -159,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
     namespace = f"/ssnet_demo_{os.getpid()}"  # away from any other ssnet on this domain
     height, width = size or (0, 0)
     params = {"weights": str(weights), "input_height": height, "input_width": width,
-              "device": args.device, "camera_pose": [0.0, 0.0, KITTI_HEIGHT, 0.0, 0.0, 0.0],
+              "device": args.device, "drivable_floor": rule.floor,
+              "drivable_connected": rule.connected, "camera_pose": [0.0, 0.0, KITTI_HEIGHT, 0.0, 0.0, 0.0],
               "grid_resolution": DEMO_GRID.resolution, "grid_x_range": list(DEMO_GRID.x_range),
               "grid_y_range": list(DEMO_GRID.y_range)}
     log = tempfile.NamedTemporaryFile("w+", prefix="ssnet_demo_node_", suffix=".log")

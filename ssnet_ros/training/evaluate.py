@@ -229,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add(p, "--device", "--precision", "--input-height", "--input-width")
     p.add_argument("--flip", action="store_true",
                    help="average the logits with those of the mirrored image (2x the work)")
+    cli.add(p, "--drivable-floor", "--drivable-connected")
     cli.add(p, "--batch-size", "--limit")
     p.add_argument("--overlays", type=int, default=6,
                    help="overlay panels to write (a spread over the images, worst first)")
@@ -241,9 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ssnet-eval."""
     args = build_parser().parse_args(argv)
     size = cli.input_size(args)
+    rule = cli.drivable_rule(args)
     check_report_folder(args.out, args.overwrite)
     segmenter = Segmenter(args.weights, device=args.device, precision=args.precision,
-                          input_size=size, flip=args.flip)
+                          input_size=size, flip=args.flip, drivable_rule=rule)
     dataset = open_dataset(args.dataset, args.root, args.split)
     summary, matrix, kept = evaluate(segmenter, dataset, limit=args.limit or None,
                                      batch_size=args.batch_size, keep=args.overlays,
@@ -253,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary["input_size"] = list(size) if size else (
         "automatic" if segmenter.card.input_rule else "native")
     summary["flip"] = args.flip
+    summary["drivable_rule"] = {"floor": rule.floor, "connected": rule.connected}
     title = f"{segmenter.card.model} on {dataset.info.name}/{dataset.split}"
     names, palette = report_classes(summary, segmenter)
     with atomic_path(args.out) as tmp:
