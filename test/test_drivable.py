@@ -179,3 +179,22 @@ def test_the_curve_command_writes_json_markdown_and_png(tmp_path: Path) -> None:
     assert (out / "curve.png").stat().st_size > 10000
     assert "Best mean drivable IoU" in (out / "curve.md").read_text()
     assert main(["--out", str(out), "--data", str(SHARED_DATA)]) == 2  # no --overwrite
+
+
+def test_the_cuda_path_decides_as_the_host(frames: list[np.ndarray]) -> None:
+    """On a GPU, render_batch (CUDA graphs; the floor on the device, the connected pass on
+    the host) gives the labels segment_batch gives, and its mask is their drivable classes."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    if default_weights() is None:
+        pytest.skip("this installation ships no weights")
+    seg = Segmenter(None, device="cuda", precision="fp32", input_size=NET, drivable_rule=OFF)
+    lut, palette = seg.drivable_lut, np.asarray(seg.palette, np.uint8)
+    for rule in RULES + (DrivableRule(0.6),):
+        seg.set_drivable_rule(rule)
+        for out, result in zip(seg.render_batch(frames, OUTPUT_KEYS), seg.segment_batch(frames)):
+            np.testing.assert_array_equal(out["drivable_mask"],
+                                          np.where(lut[out["labels"]], 255, 0))
+            np.testing.assert_array_equal(out["color"], palette[out["labels"]])
+            assert (out["labels"] == result.labels).mean() > 0.999, rule
+    assert seg.cuda_graphs, seg.graph_error

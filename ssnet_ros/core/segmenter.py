@@ -328,8 +328,8 @@ class Segmenter:
         With the connected pass the GPU returns the labels (floor applied), fallback labels
         and confidence; the pass and the drawing run on the host (numpy)."""
         assert self._tables is not None
-        wanted = keys
-        if self.drivable_rule.connected:
+        wanted, connected = keys, self.drivable_rule.connected
+        if connected:
             keys = tuple(k for k in PACK_ORDER if k in ("labels", "fallback")
                          or (k == "confidence" and k in wanted))
         h, w = images[0].shape[:2]
@@ -348,7 +348,7 @@ class Segmenter:
         result.copy_(packed, non_blocking=True)
         torch.cuda.current_stream(self.device).synchronize()
         frames = unpack(result.numpy(), h, w, keys)
-        if not self.drivable_rule.connected:
+        if not connected:
             return frames
         labels = keep_connected(np.stack([f["labels"] for f in frames]),
                                 np.stack([f["fallback"] for f in frames]), self._host_lut)

@@ -375,7 +375,8 @@ class SegmentationBase:
                 return SetParametersResult(successful=False,
                                            reason=f"drivable_floor {p.value} is outside 0..1")
             seg = self.segmenter
-            if p.name in ("drivable_floor", "drivable_connected") and p.value and seg:
+            if p.name in ("drivable_floor", "drivable_connected") and p.value \
+                    and seg is not None:
                 try:
                     check_classes(seg.drivable_ids, seg.card.num_classes, DrivableRule(1.0))
                 except SSNetError as exc:

@@ -162,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
     height, width = size or (0, 0)
     params = {"weights": str(weights), "input_height": height, "input_width": width,
               "device": args.device, "drivable_floor": rule.floor,
-              "drivable_connected": rule.connected, "camera_pose": [0.0, 0.0, KITTI_HEIGHT, 0.0, 0.0, 0.0],
+              "drivable_connected": rule.connected,
+              "camera_pose": [0.0, 0.0, KITTI_HEIGHT, 0.0, 0.0, 0.0],
               "grid_resolution": DEMO_GRID.resolution, "grid_x_range": list(DEMO_GRID.x_range),
               "grid_y_range": list(DEMO_GRID.y_range)}
     log = tempfile.NamedTemporaryFile("w+", prefix="ssnet_demo_node_", suffix=".log")
