@@ -40,6 +40,7 @@ setup(
             "ssnet-compare-runs = ssnet_ros.training.compare_runs:main",
             "ssnet-sheet = ssnet_ros.tools.sheet:main",
             "ssnet-ship = ssnet_ros.training.ship:main",
+            "ssnet-drivable-curve = ssnet_ros.tools.drivable_curve:main",
         ],
     },
 )

@@ -383,6 +383,44 @@ def test_overlay_alpha_changes_at_run_time_and_read_only_parameters_do_not(
         assert set_param(client, "overlay_alpha", 0.5).successful
 
 
+def test_the_drivable_decision_parameters_reach_the_published_mask(
+        client_factory: Any, node: subprocess.Popen) -> None:
+    """drivable_floor and drivable_connected, set at run time over DDS, change the published
+    mask and the labels together: the mask stays the drivable classes of the labels, a floor
+    only removes pixels, and with the connected pass every drivable pixel reaches the seed."""
+    from ssnet_ros.core.drivable import connected_to_seed
+
+    client = client_factory(outputs=("labels", "drivable_mask", "confidence"))
+    drivable = get_params(client, ["drivable_ids"])["drivable_ids"]
+    assert not set_param(client, "drivable_floor", 1.5).successful
+    rgb = scene(90, 120, 11)
+    outs = []
+    try:
+        for i, (floor, connected) in enumerate(((0.0, False), (None, False), (None, True))):
+            if floor is None:  # the median confidence of the drivable pixels so far
+                floor = float(np.median(conf0[mask0]))
+                assert 0.0 < floor < 1.0
+            assert set_param(client, "drivable_floor", floor).successful
+            assert set_param(client, "drivable_connected", connected).successful
+            msg = image_msg(rgb, 10**9 * (300 + i))
+            client.send(msg)
+            out = client.wait_outputs(msg.header, proc=node)
+            assert out is not None
+            labels, mask = pixels(out["labels"]), pixels(out["drivable_mask"])
+            np.testing.assert_array_equal(mask, np.where(np.isin(labels, drivable), 255, 0))
+            outs.append(mask > 0)
+            if i == 0:
+                mask0, conf0 = mask > 0, pixels(out["confidence"]) / 255.0
+    finally:
+        assert set_param(client, "drivable_floor", 0.0).successful
+        assert set_param(client, "drivable_connected", False).successful
+    plain, floored, connected = outs
+    assert plain.sum() > floored.sum() > 0 and not (floored & ~plain).any()
+    assert not (connected & ~floored).any()
+    np.testing.assert_array_equal(connected, connected_to_seed(floored))
+    assert get_params(client, ["drivable_floor"])["drivable_floor"] == 0.0
+
+
 def test_compressed_transport_follows_the_image_remap(
         ros_context: Any, ssnet_checkpoint_varied: Path) -> None:
     proc = start_node({"weights": str(ssnet_checkpoint_varied), **NET,

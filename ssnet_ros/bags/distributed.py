@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ..core.drivable import DrivableRule
 from ..core.fileio import atomic_path, write_json, write_png, write_text
 from ..core.segmenter import Segmenter
 from ..errors import SSNetError
@@ -60,6 +61,8 @@ class RayOptions:
     precision: str = "auto"
     input_size: tuple[int, int] | None = None
     drivable_classes: Sequence[str] | None = None
+    drivable_rule: DrivableRule | None = None
+    """None: the Segmenter's default (the measured defaults)."""
     threads: int = 0
     """CPU slots (num_cpus) and torch threads per worker; 0: 1."""
     retries: int = 2
@@ -150,7 +153,8 @@ class BagWorker:
         torch.set_num_threads(max(1, spec.threads))
         self.segmenter = Segmenter(spec.weights, device=device, precision=spec.precision,
                                    input_size=spec.input_size,
-                                   drivable_classes=spec.drivable_classes)
+                                   drivable_classes=spec.drivable_classes,
+                                   drivable_rule=spec.drivable_rule)
 
     def describe(self) -> dict[str, Any]:
         """Where this worker runs its model."""
@@ -395,7 +399,8 @@ def run_on_ray(bags: Sequence[str | Path], out: str | Path, options: EvalOptions
     bags_, outputs, truth = check_run(bags, out, options, resume=spec.resume)
     # the driver's copy of the model, on the CPU: the card and names for the report
     driver = Segmenter(spec.weights, device="cpu", precision="fp32", input_size=spec.input_size,
-                       drivable_classes=spec.drivable_classes, warmup=False)
+                       drivable_classes=spec.drivable_classes, warmup=False,
+                       drivable_rule=spec.drivable_rule)
     spec = dataclasses.replace(spec, weights=str(Path(driver.weights).resolve())
                                if driver.weights else None)
     if options.truth_dir is not None:

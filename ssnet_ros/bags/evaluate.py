@@ -428,6 +428,8 @@ def build_report(results: Sequence[BagResult], segmenter: Segmenter, options: Ev
         "model": segmenter.card.model,
         "class_names": list(segmenter.class_names),
         "drivable_classes": list(segmenter.card.drivable_classes),
+        "drivable_rule": {"floor": segmenter.drivable_rule.floor,
+                          "connected": segmenter.drivable_rule.connected},
         "input_size": list(input_size) if input_size else (
             "automatic" if segmenter.card.input_rule else "native"),
         "device": str(segmenter.device),
@@ -581,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add(p, "--weights", "--device", "--precision", "--input-height", "--input-width")
     p.add_argument("--drivable-classes", nargs="+", default=None,
                    help="class names counted as drivable (default: the checkpoint's)")
-    cli.add(p, "--batch-size")
+    cli.add(p, "--drivable-floor", "--drivable-connected", "--batch-size")
     p.add_argument("--confidence", action="store_true",
                    help="also write segmentation/confidence")
     p.add_argument("--overlays", type=int, default=6,
@@ -624,6 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = "ssnet-eval-bag"
     try:
         size = cli.input_size(args)
+        rule = cli.drivable_rule(args)
     except ValueError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
@@ -666,7 +669,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = run_on_ray(args.bags, args.out, options, RayOptions(
                 address=args.ray, weights=args.weights, device=args.device,
                 precision=args.precision, input_size=size,
-                drivable_classes=args.drivable_classes, threads=args.threads,
+                drivable_classes=args.drivable_classes, drivable_rule=rule,
+                threads=args.threads,
                 retries=args.retries, resume=args.resume))
         else:
             if args.threads:
@@ -674,7 +678,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 torch.set_num_threads(args.threads)
             segmenter = Segmenter(args.weights, device=args.device, precision=args.precision,
-                                  input_size=size, drivable_classes=args.drivable_classes)
+                                  input_size=size, drivable_classes=args.drivable_classes,
+                                  drivable_rule=rule)
             report = run(segmenter, args.bags, args.out, options, size)
     except SSNetError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SSNetError
+from .drivable import DEFAULT_CONNECTED, DEFAULT_FLOOR, DrivableRule
 
 DEFAULT_WEIGHTS_NAME = "ssnet_camvid"
 
@@ -81,13 +82,14 @@ class Option:
     default: Any
     help: str
     type: Any = None
-    action: str | None = None
+    action: Any = None
 
     def add(self, p: argparse.ArgumentParser | Any, **override: Any) -> None:
         kwargs: dict[str, Any] = {"default": self.default, "help": self.help}
         if self.action:
             kwargs["action"] = self.action
-            kwargs.pop("default")
+            if self.action == "store_true":
+                kwargs.pop("default")
         elif self.type is not None:
             kwargs["type"] = self.type
         kwargs.update(override)
@@ -107,9 +109,19 @@ PRECISION = Option("--precision", "auto", "auto (fp16 on CUDA, fp32 on CPU), fp3
 THREADS = Option("--threads", 0, "CPU threads; 0: all cores", type=int)
 OVERWRITE = Option("--overwrite", False, "replace an existing output", action="store_true")
 NO_PROGRESS = Option("--no-progress", False, "no progress bars", action="store_true")
+DRIVABLE_FLOOR = Option("--drivable-floor", DEFAULT_FLOOR,
+                        "confidence floor 0..1 of the drivable decision: a drivable-labelled "
+                        "pixel less confident than this is not drivable and takes its most "
+                        "likely non-drivable class; 0: off (docs/drivable.md)", type=float)
+DRIVABLE_CONNECTED = Option("--drivable-connected", DEFAULT_CONNECTED,
+                            "keep only the drivable area connected to the road in front of "
+                            "the vehicle (the bottom centre of the image); the rest takes its "
+                            "most likely non-drivable class (docs/drivable.md)",
+                            action=argparse.BooleanOptionalAction)
 
 SHARED = {o.flag: o for o in (WEIGHTS, INPUT_HEIGHT, INPUT_WIDTH, BATCH_SIZE, LIMIT, DEVICE,
-                              PRECISION, THREADS, OVERWRITE, NO_PROGRESS)}
+                              PRECISION, THREADS, OVERWRITE, NO_PROGRESS, DRIVABLE_FLOOR,
+                              DRIVABLE_CONNECTED)}
 
 
 def add(p: argparse.ArgumentParser | Any, *flags: str) -> None:
@@ -127,6 +139,15 @@ def input_size(args: argparse.Namespace) -> tuple[int, int] | None:
     if (h == 0) != (w == 0):
         raise UsageError("give both --input-height and --input-width, or neither")
     return (h, w) if h else None
+
+
+def drivable_rule(args: argparse.Namespace) -> DrivableRule:
+    """The DrivableRule of --drivable-floor/--drivable-connected; UsageError when the floor is
+    outside 0..1."""
+    try:
+        return DrivableRule(float(args.drivable_floor), bool(args.drivable_connected))
+    except SSNetError as exc:
+        raise UsageError(f"--drivable-floor: {exc}") from None
 
 
 def format_size(height: int, width: int) -> str:

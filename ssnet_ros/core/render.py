@@ -18,13 +18,18 @@ import numpy as np
 import torch
 
 from ..errors import SSNetError
+from .drivable import apply_floor, fallback_labels
 from .preprocessing import normalize, resize_input, resize_nearest
 from .visualize import confidence_to_mono8, mask_to_mono8, overlay
 
 #: Output names in packing order, as in the node's publish_* switches.
 OUTPUT_KEYS = ("labels", "drivable_mask", "confidence", "color", "overlay")
+#: Packing order on the device: the outputs, then the fallback labels (the most likely class
+#: that is not drivable; internal, for the connected pass on the host).
+PACK_ORDER = OUTPUT_KEYS + ("fallback",)
 #: Bytes per pixel of each output (mono8 or rgb8).
-CHANNELS = {"labels": 1, "drivable_mask": 1, "confidence": 1, "color": 3, "overlay": 3}
+CHANNELS = {"labels": 1, "drivable_mask": 1, "confidence": 1, "color": 3, "overlay": 3,
+            "fallback": 1}
 #: Largest number of CUDA graphs kept per Segmenter (least recently used ones are freed).
 MAX_GRAPHS = 8
 
@@ -82,19 +87,36 @@ class DeviceTables:
         mask = torch.zeros(256, dtype=torch.uint8)
         mask[list(drivable_ids)] = 255
         self.mask = mask.to(device)
+        self.lut = self.mask > 0
+        """256 bools by class id: drivable."""
+        self.floor = torch.zeros((), dtype=torch.float32, device=device)
+        """The drivable confidence floor; a tensor so a captured graph reads its value."""
         self.alpha = torch.zeros((), dtype=torch.int32, device=device)
         """Overlay weight 0..256; a tensor so a captured graph reads its current value."""
 
 
 def render_packed(model: torch.nn.Module, batch: torch.Tensor, outputs: tuple[str, ...],
                   tables: DeviceTables, *, dtype: torch.dtype, channels_last: bool,
-                  input_size: tuple[int, int] | None) -> torch.Tensor:
+                  input_size: tuple[int, int] | None, floor: bool = False) -> torch.Tensor:
     """NHWC uint8 batch on the device -> N x K uint8: the outputs of each frame, flattened
-    and concatenated in ``outputs`` order (no host synchronisation: capturable)."""
+    and concatenated in ``outputs`` order (no host synchronisation: capturable).
+
+    ``floor``: apply the drivable confidence floor ``tables.floor``
+    (:func:`ssnet_ros.core.drivable.apply_floor`, at the network's resolution, which the
+    nearest resize to the image's size leaves exactly as on the host). ``outputs`` may name
+    ``fallback`` (:data:`PACK_ORDER`)."""
     n, h, w = batch.shape[:3]
     x = normalize(batch, tables.mean, tables.std, dtype=dtype, channels_last=channels_last)
     logits = model(resize_input(x, input_size))
-    labels = resize_nearest(logits.argmax(dim=1).to(torch.uint8), (h, w))
+    net_labels = logits.argmax(dim=1).to(torch.uint8)
+    top = None
+    if floor or "confidence" in outputs:
+        top = torch.softmax(logits.float(), dim=1).amax(dim=1)
+    if floor or "fallback" in outputs:
+        fallback = fallback_labels(logits, tables.lut[:logits.shape[1]]).to(torch.uint8)
+    if floor:
+        net_labels = apply_floor(net_labels, top, fallback, tables.lut, tables.floor)
+    labels = resize_nearest(net_labels, (h, w))
     index = labels.long()
     parts = []
     for key in outputs:
@@ -102,8 +124,10 @@ def render_packed(model: torch.nn.Module, batch: torch.Tensor, outputs: tuple[st
             parts.append(labels)
         elif key == "drivable_mask":
             parts.append(tables.mask[index])
+        elif key == "fallback":
+            parts.append(resize_nearest(fallback, (h, w)))
         elif key == "confidence":
-            conf = resize_nearest(torch.softmax(logits.float(), dim=1).amax(dim=1), (h, w))
+            conf = resize_nearest(top, (h, w))
             parts.append((conf * 255.0 + 0.5).clamp_(0.0, 255.0).to(torch.uint8))
         elif key == "color":
             parts.append(tables.palette[index])

@@ -17,12 +17,13 @@ import numpy as np
 import torch
 
 from .checkpoint import ModelCard, load_checkpoint
+from .drivable import OFF, DrivableRule, check_classes, decide, fallback_labels, keep_connected
 from ..errors import SSNetError
 from .image_limits import MAX_SIDE
 from .input_size import auto_input_size
 from .preprocessing import check_rgb, normalize, resize_input, resize_nearest, resize_uint8
-from .render import OUTPUT_KEYS, DeviceTables, GraphCache, Rendered, alpha_weight, \
-    check_outputs, render_numpy, render_packed, unpack
+from .render import OUTPUT_KEYS, PACK_ORDER, DeviceTables, GraphCache, Rendered, \
+    alpha_weight, check_outputs, render_numpy, render_packed, unpack
 from .visualize import palette_lut
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -118,7 +119,9 @@ class Segmenter:
     using ``focal_px`` when known) so the world appears at the trained scale, or runs at the
     image's own size for checkpoints without a rule; ``"native"`` always runs at the image's
     own size. ``flip`` averages the logits of the image and its mirror image (2x the work).
-    ``drivable_classes`` overrides the checkpoint's drivable class names.
+    ``drivable_classes`` overrides the checkpoint's drivable class names; ``drivable_rule``
+    (default: the measured defaults of :mod:`ssnet_ros.core.drivable`) decides which
+    drivable-labelled pixels stay drivable, in the labels and the mask alike.
     ``cuda_graphs`` (default: on for CUDA) replays :meth:`render_batch` as CUDA graphs.
     """
 
@@ -127,32 +130,37 @@ class Segmenter:
                  input_size: tuple[int, int] | str | None = None,
                  drivable_classes: Sequence[str] | None = None,
                  warmup: bool | None = None, cuda_graphs: bool | None = None,
-                 focal_px: float | None = None, flip: bool = False) -> None:
+                 focal_px: float | None = None, flip: bool = False,
+                 drivable_rule: DrivableRule | None = None) -> None:
         self.weights: Path | None = resolve_weights(weights)
         model, card = load_checkpoint(self.weights)
         self.focal_px = focal_px
         """The camera's focal length in pixels (camera_info K[0]) for the automatic size."""
         self._setup(FlipAveraged(model) if flip else model, card, device=device,
                     precision=precision, input_size=input_size,
-                    drivable_classes=drivable_classes, warmup=warmup, cuda_graphs=cuda_graphs)
+                    drivable_classes=drivable_classes, warmup=warmup, cuda_graphs=cuda_graphs,
+                    drivable_rule=DrivableRule() if drivable_rule is None else drivable_rule)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, card: ModelCard, *, device: str = "auto",
                    precision: str = "auto", input_size: tuple[int, int] | str | None = None,
-                   warmup: bool | None = False, cuda_graphs: bool | None = False
-                   ) -> Segmenter:
-        """Wrap an in-memory model (e.g. during training) with the same inference path."""
+                   warmup: bool | None = False, cuda_graphs: bool | None = False,
+                   drivable_rule: DrivableRule = OFF) -> Segmenter:
+        """Wrap an in-memory model (e.g. during training) with the same inference path
+        (by default without a drivable rule: the network's own labels)."""
         self = cls.__new__(cls)
         self.weights = None
         self.focal_px = None
         self._setup(model, card, device=device, precision=precision, input_size=input_size,
-                    drivable_classes=None, warmup=warmup, cuda_graphs=cuda_graphs)
+                    drivable_classes=None, warmup=warmup, cuda_graphs=cuda_graphs,
+                    drivable_rule=drivable_rule)
         return self
 
     def _setup(self, model: torch.nn.Module, card: ModelCard, *, device: str, precision: str,
                input_size: tuple[int, int] | str | None,
                drivable_classes: Sequence[str] | None,
-               warmup: bool | None, cuda_graphs: bool | None) -> None:
+               warmup: bool | None, cuda_graphs: bool | None,
+               drivable_rule: DrivableRule) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self.card: ModelCard = card
@@ -179,7 +187,11 @@ class Segmenter:
         self.model = model.to(self.device, dtype=self.dtype, memory_format=memory_format).eval()
         lut = torch.zeros(256, dtype=torch.bool)
         lut[list(self.card.drivable_ids)] = True
-        self._drivable_lut = lut.to(self.device)
+        self._host_lut = lut.numpy()
+        self._drivable_classes = lut[:self.card.num_classes].to(self.device)
+        check_classes(self.card.drivable_ids, self.card.num_classes, drivable_rule)
+        self.drivable_rule: DrivableRule = drivable_rule
+        """The drivable decision in force (change it with :meth:`set_drivable_rule`)."""
         self._palette = palette_lut(self.card.palette)
         self._tables: DeviceTables | None = None
         self._graphs: GraphCache | None = None
@@ -189,6 +201,7 @@ class Segmenter:
             torch.backends.cudnn.benchmark = True  # fixed shapes per camera: autotune once
             self._tables = DeviceTables(self.card.mean, self.card.std, self._palette,
                                         self.card.drivable_ids, self.device)
+            self._tables.floor.fill_(drivable_rule.floor)
             if cuda_graphs is None or cuda_graphs:
                 self._graphs = GraphCache(self._render_packed, self.device)
         elif cuda_graphs:
@@ -207,6 +220,15 @@ class Segmenter:
         self.focal_px = focal_px
         if self._graphs is not None:  # captured graphs hold the old network size
             self._graphs = GraphCache(self._render_packed, self.device)
+
+    def set_drivable_rule(self, rule: DrivableRule) -> None:
+        """Decide the drivable mask (and the labels) by ``rule`` from now on."""
+        check_classes(self.card.drivable_ids, self.card.num_classes, rule)
+        old, self.drivable_rule = self.drivable_rule, rule
+        if self._tables is not None:
+            self._tables.floor.fill_(rule.floor)  # captured graphs read its current value
+        if self._graphs is not None and (old.floor > 0.0) != (rule.floor > 0.0):
+            self._graphs = GraphCache(self._render_packed, self.device)  # floor on or off
 
     def network_size(self, height: int, width: int) -> tuple[int, int] | None:
         """The network input (height, width) for an image of this size; None: its own size."""
@@ -228,6 +250,12 @@ class Segmenter:
     def drivable_ids(self) -> tuple[int, ...]:
         """Class ids counted as drivable."""
         return self.card.drivable_ids
+
+    @property
+    def drivable_lut(self) -> np.ndarray:
+        """256 bools by class id, True for a drivable class: the drivable mask is always
+        ``drivable_lut[labels]``."""
+        return self._host_lut
 
     @property
     def cuda_graphs(self) -> bool:
@@ -275,7 +303,7 @@ class Segmenter:
         for indices in _size_groups(images):
             group = [images[i] for i in indices]
             if self._tables is not None:
-                rendered = self._render_device(group, keys, weight)
+                rendered = self._render_device(group, keys, weight, overlay_alpha)
             else:
                 h, w = self.network_size(*group[0].shape[:2]) or group[0].shape[:2]
                 step = max(1, CPU_BATCH_PIXELS // (h * w))
@@ -294,9 +322,16 @@ class Segmenter:
 
     @torch.inference_mode()
     def _render_device(self, images: list[np.ndarray], keys: tuple[str, ...],
-                       weight: int) -> list[Rendered]:
-        """One H2D copy from pinned memory, the GPU pipeline (graph replay), one D2H copy."""
+                       weight: int, alpha: float) -> list[Rendered]:
+        """One H2D copy from pinned memory, the GPU pipeline (graph replay), one D2H copy.
+
+        With the connected pass the GPU returns the labels (floor applied), fallback labels
+        and confidence; the pass and the drawing run on the host (numpy)."""
         assert self._tables is not None
+        wanted, connected = keys, self.drivable_rule.connected
+        if connected:
+            keys = tuple(k for k in PACK_ORDER if k in ("labels", "fallback")
+                         or (k == "confidence" and k in wanted))
         h, w = images[0].shape[:2]
         host = torch.empty((len(images), h, w, 3), dtype=torch.uint8, pin_memory=True)
         np.stack(images, out=host.numpy())
@@ -312,26 +347,56 @@ class Segmenter:
         result = torch.empty(packed.shape, dtype=torch.uint8, pin_memory=True)
         result.copy_(packed, non_blocking=True)
         torch.cuda.current_stream(self.device).synchronize()
-        return unpack(result.numpy(), h, w, keys)
+        frames = unpack(result.numpy(), h, w, keys)
+        if not connected:
+            return frames
+        labels = keep_connected(np.stack([f["labels"] for f in frames]),
+                                np.stack([f["fallback"] for f in frames]), self._host_lut)
+        drawn = render_numpy(images, labels, self._host_lut[labels], None,
+                             tuple(k for k in wanted if k != "confidence"), self._palette, alpha)
+        for out, frame in zip(drawn, frames):
+            if "confidence" in wanted:
+                out["confidence"] = frame["confidence"]
+        return drawn
 
     def _render_packed(self, batch: torch.Tensor, keys: tuple[str, ...]) -> torch.Tensor:
         assert self._tables is not None
         return render_packed(self.model, batch, keys, self._tables, dtype=self.dtype,
                              channels_last=self.channels_last,
-                             input_size=self.network_size(*batch.shape[1:3]))
+                             input_size=self.network_size(*batch.shape[1:3]),
+                             floor=self.drivable_rule.floor > 0.0)
 
     @torch.inference_mode()
     def predict(self, batch: torch.Tensor, *, confidence: bool = True
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """NHWC uint8 RGB batch -> (labels, drivable, confidence) numpy arrays, NxHxW."""
+        """NHWC uint8 RGB batch -> (labels, drivable, confidence) numpy arrays, NxHxW; the
+        labels and the mask decided by :attr:`drivable_rule` (the mask is always the drivable
+        classes of the labels)."""
+        rule = self.drivable_rule
+        labels, conf, fallback = self.network_outputs(
+            batch, confidence=confidence or rule.floor > 0.0, fallback=rule.active)
+        labels = decide(labels, conf, fallback, self._host_lut, rule)
+        return labels, self._host_lut[labels], conf if confidence else None
+
+    @torch.inference_mode()
+    def network_outputs(self, batch: torch.Tensor, *, confidence: bool = True,
+                        fallback: bool = False
+                        ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """NHWC uint8 RGB batch -> the network's own (labels, top-class confidence, fallback
+        labels), NxHxW numpy at the images' size, before any drivable rule (None: not asked).
+
+        The fallback label is the most likely class that is not drivable
+        (:func:`ssnet_ros.core.drivable.fallback_labels`)."""
         logits, size = self.logits(batch)
         labels = resize_nearest(logits.argmax(dim=1).to(torch.uint8), size)
-        conf = None
+        conf = fb = None
         if confidence:  # labels never depend on whether confidence was asked for
             conf = resize_nearest(torch.softmax(logits.float(), dim=1).amax(dim=1), size)
-        drivable = self._drivable_lut[labels.long()]
-        return (labels.cpu().numpy(), drivable.cpu().numpy(),
-                None if conf is None else conf.cpu().numpy())
+            conf = conf.cpu().numpy()
+        if fallback:
+            fb = fallback_labels(logits, self._drivable_classes).to(torch.uint8)
+            fb = resize_nearest(fb, size).cpu().numpy()
+        return labels.cpu().numpy(), conf, fb
 
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -53,6 +53,7 @@ from ..core.checkpoint import read_card
 from ..core.ground_grid import Camera as GroundCamera
 from ..core.ground_grid import GridLookup, fuse_lookups, grid_lookup, pose_from_optical, \
     sample_grid
+from ..core.drivable import DrivableRule, check_classes
 from ..core.segmenter import Segmenter, resolve_weights
 from ..core.stats import Counter, GapCounter, LatencyWindow, RateMeter
 
@@ -162,7 +163,8 @@ class SegmentationBase:
         try:
             self.segmenter = Segmenter(s.weights or None, device=s.device,
                                        precision=s.precision, input_size=s.input_size,
-                                       drivable_classes=s.drivable_classes)
+                                       drivable_classes=s.drivable_classes,
+                                       drivable_rule=s.drivable_rule)
         except SSNetError as exc:
             if s.drivable_classes and "drivable classes" in str(exc):
                 raise SSNetError(f"parameter drivable_classes: {exc}") from None
@@ -381,6 +383,16 @@ class SegmentationBase:
             if p.name == "overlay_alpha" and not 0.0 <= float(p.value) <= 1.0:
                 return SetParametersResult(successful=False,
                                            reason=f"overlay_alpha {p.value} is outside 0..1")
+            if p.name == "drivable_floor" and not 0.0 <= float(p.value) <= 1.0:
+                return SetParametersResult(successful=False,
+                                           reason=f"drivable_floor {p.value} is outside 0..1")
+            seg = self.segmenter
+            if p.name in ("drivable_floor", "drivable_connected") and p.value \
+                    and seg is not None:
+                try:
+                    check_classes(seg.drivable_ids, seg.card.num_classes, DrivableRule(1.0))
+                except SSNetError as exc:
+                    return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
 
     def _apply_new_parameters(self, params: list[Parameter]) -> None:
@@ -397,8 +409,14 @@ class SegmentationBase:
                 publish[p.name[8:]] = bool(p.value)
         grid = next((bool(p.value) for p in params if p.name == "publish_drivable_grid"),
                     s.publish_grid)
+        rule = s.drivable_rule
+        for p in params:  # applied by the worker thread before its next batch
+            if p.name == "drivable_floor":
+                rule = DrivableRule(float(p.value), rule.connected)
+            elif p.name == "drivable_connected":
+                rule = DrivableRule(rule.floor, bool(p.value))
         self.settings = dataclasses.replace(s, overlay_alpha=alpha, publish=publish,
-                                            publish_grid=grid)
+                                            publish_grid=grid, drivable_rule=rule)
 
     def _compressed_topic(self, image: str) -> str:
         """``image``/compressed, following remaps of ``image`` as image_transport does."""
@@ -486,6 +504,8 @@ class SegmentationBase:
         if not ready:
             return
         t1 = time.perf_counter()
+        if self.segmenter.drivable_rule != s.drivable_rule:
+            self.segmenter.set_drivable_rule(s.drivable_rule)
         focals = {frame.camera.focal_px for frame in ready}
         self.segmenter.set_focal_length(focals.pop() if len(focals) == 1 else None)
         outputs = set().union(*(frame.want for frame in ready)) | (

@@ -13,6 +13,7 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.parameter import Parameter
 
+from ..core.drivable import DEFAULT_CONNECTED, DEFAULT_FLOOR, DrivableRule
 from ..core.ground_grid import GridSpec
 from ..core.segmenter import PRECISIONS, resolve_device, resolve_precision
 from ..errors import SSNetError
@@ -79,6 +80,17 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("drivable_classes", [], _T.STRING_ARRAY,
               "Class names counted as drivable in segmentation/drivable_mask; empty uses the "
               "checkpoint's list.", constraints="names from the class_names parameter"),
+    ParamSpec("drivable_floor", DEFAULT_FLOOR, _T.DOUBLE,
+              "Confidence floor of the drivable decision: a pixel labelled with a drivable "
+              "class whose softmax probability is below it is not drivable, in "
+              "segmentation/drivable_mask and in the labels alike (it takes its most likely "
+              "non-drivable class); 0 = off. Measured default: docs/drivable.md.",
+              dynamic=True, range=(0.0, 1.0)),
+    ParamSpec("drivable_connected", DEFAULT_CONNECTED, _T.BOOL,
+              "Keep only the drivable area connected to the road in front of the vehicle "
+              "(the components of the mask reaching the bottom centre of the image); the "
+              "rest takes its most likely non-drivable class in the labels too. Measured "
+              "default: docs/drivable.md.", dynamic=True),
     ParamSpec("input_transport", "raw", _T.STRING,
               "raw subscribes to image (sensor_msgs/Image); compressed subscribes to "
               "image/compressed (sensor_msgs/CompressedImage).",
@@ -155,6 +167,8 @@ class Settings:
     publish_grid: bool = True
     batch_wait: float = 0.005
     """Seconds to wait for the other cameras' frames."""
+    drivable_rule: DrivableRule = DrivableRule()
+    """The drivable decision (drivable_floor, drivable_connected)."""
 
 
 def camera_poses(settings: Settings) -> list[tuple[float, ...]]:
@@ -213,6 +227,7 @@ def validate(values: dict[str, Any]) -> Settings:
         raise SSNetError(f"parameters grid_*: {exc}") from None
     if not str(values["grid_frame"]).strip():
         raise SSNetError("parameter grid_frame must not be empty")
+    rule = drivable_rule(values)
     return Settings(
         weights=str(values["weights"]), device=device, precision=precision,
         input_size=(h, w) if h else None,
@@ -222,4 +237,14 @@ def validate(values: dict[str, Any]) -> Settings:
         publish={key: bool(values[f"publish_{key}"]) for key in OUTPUTS},
         cameras=cameras, batch_wait=float(values["batch_wait_ms"]) / 1000.0,
         grid=grid, grid_frame=str(values["grid_frame"]), camera_pose=pose,
-        publish_grid=bool(values["publish_drivable_grid"]))
+        publish_grid=bool(values["publish_drivable_grid"]), drivable_rule=rule)
+
+
+def drivable_rule(values: dict[str, Any]) -> DrivableRule:
+    """The DrivableRule of the drivable_floor and drivable_connected values; SSNetError naming
+    the parameter when the floor is not a number within 0..1."""
+    try:
+        return DrivableRule(float(values["drivable_floor"]), bool(values["drivable_connected"]))
+    except (SSNetError, TypeError, ValueError):
+        raise SSNetError(f"parameter drivable_floor is {values['drivable_floor']!r}; it must "
+                         f"be within 0..1") from None

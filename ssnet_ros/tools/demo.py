@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of images (png, jpg, ...); default: the shipped KITTI samples")
     cli.add(p, "--weights")
     p.add_argument("--out", default="demo_out", help="output folder")
-    cli.add(p, "--input-height", "--input-width", "--device", "--limit")
+    cli.add(p, "--input-height", "--input-width", "--device", "--drivable-floor",
+            "--drivable-connected", "--limit")
     p.add_argument("--encoding", choices=("bgr8", "rgb8"), default="bgr8",
                    help="encoding of the published images, bgr8 like most cameras")
     p.add_argument("--timeout", type=float, default=300.0,
@@ -192,6 +193,7 @@ def pixels(msg: object) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     """Segment every image; return the exit status."""
     size = cli.input_size(args)  # ValueError: a bad argument, before any work
+    rule = cli.drivable_rule(args)
     images = find_images(args.images)[:args.limit or None]
     calibration = load_calibration(images[0].parent)
     weights = find_weights(args.weights)
@@ -213,7 +215,8 @@ def run(args: argparse.Namespace) -> int:
     height, width = size or (0, 0)
     pose = list(calibration.pose) if calibration else [0.0, 0.0, KITTI_HEIGHT, 0.0, 0.0, 0.0]
     params = {"weights": str(weights), "input_height": height, "input_width": width,
-              "device": args.device, "camera_pose": pose,
+              "device": args.device, "camera_pose": pose, "drivable_floor": rule.floor,
+              "drivable_connected": rule.connected,
               "grid_resolution": DEMO_GRID.resolution, "grid_x_range": list(DEMO_GRID.x_range),
               "grid_y_range": list(DEMO_GRID.y_range)}
     log = tempfile.NamedTemporaryFile("w+", prefix="ssnet_demo_node_", suffix=".log")

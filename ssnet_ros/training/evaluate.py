@@ -231,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add(p, "--device", "--precision", "--input-height", "--input-width")
     p.add_argument("--flip", action="store_true",
                    help="average the logits with those of the mirrored image (2x the work)")
+    cli.add(p, "--drivable-floor", "--drivable-connected")
     cli.add(p, "--batch-size", "--limit")
     p.add_argument("--overlays", type=int, default=6,
                    help="overlay panels to write (a spread over the images, worst first)")
@@ -243,9 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ssnet-eval."""
     args = build_parser().parse_args(argv)
     size = cli.input_size(args)
+    rule = cli.drivable_rule(args)
     check_report_folder(args.out, args.overwrite)
     segmenter = Segmenter(args.weights, device=args.device, precision=args.precision,
-                          input_size=size, flip=args.flip)
+                          input_size=size, flip=args.flip, drivable_rule=rule)
     dataset = open_dataset(args.dataset, args.root, args.split)
     print(f"weights {segmenter.weights}: trained on data licensed as: "
           f"{segmenter.card.licence() or 'not recorded'}")
@@ -261,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "automatic" if segmenter.card.input_rule else "native")
     summary["flip"] = args.flip
     summary["trained_on_split"] = seen  # None: the split was held out from training
+    summary["drivable_rule"] = {"floor": rule.floor, "connected": rule.connected}
     title = f"{segmenter.card.model} on {dataset.info.name}/{dataset.split}"
     names, palette = report_classes(summary, segmenter)
     with atomic_path(args.out) as tmp:
