@@ -39,6 +39,7 @@ setup(
             "ssnet-compare-runs = ssnet_ros.training.compare_runs:main",
             "ssnet-sheet = ssnet_ros.tools.sheet:main",
             "ssnet-ship = ssnet_ros.training.ship:main",
+            "ssnet-fit-trust = ssnet_ros.training.fit_trust:main",
         ],
     },
 )

@@ -15,6 +15,7 @@ from torch import nn
 from ..errors import SSNetError
 from .fileio import atomic_path
 from .input_size import rule_problems
+from .trust import trust_problems
 from ..models import build_model, list_models
 
 FORMAT = "ssnet_ros.checkpoint"
@@ -28,7 +29,8 @@ class ModelCard:
     ``mean``/``std`` normalise RGB pixels in 0..255 units; ``train_size`` is (height, width);
     ``metrics`` holds the measured validation figures (may be empty); ``input_rule`` the
     constants of the automatic network input size (:mod:`ssnet_ros.core.input_size`; empty: run at
-    each image's own size); ``training`` the data and recipe the weights were trained with.
+    each image's own size); ``training`` the data and recipe the weights were trained with;
+    ``trust`` the drivable trust model (:mod:`ssnet_ros.core.trust`; empty: none, older cards).
     """
 
     model: str
@@ -43,6 +45,7 @@ class ModelCard:
     dataset: str = ""
     input_rule: dict[str, float] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    trust: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -77,6 +80,7 @@ class ModelCard:
         if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
             out.append("normalization values must be finite")
         out += rule_problems(self.input_rule)
+        out += trust_problems(self.trust)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,6 +109,7 @@ class ModelCard:
             dataset=str(data.get("dataset", "")),
             input_rule={str(k): float(v) for k, v in dict(data.get("input_rule", {})).items()},
             training=dict(data.get("training", {})),
+            trust=dict(data.get("trust") or {}),
         )
 
     def replace(self, **changes: Any) -> ModelCard:
