@@ -102,21 +102,25 @@ def shipped() -> Segmenter:
     return Segmenter(weights, device="cpu")
 
 
-def _frame(dataset: str, split: str, index: int) -> np.ndarray:
+def _frame(dataset: str, split: str, name: str) -> tuple[np.ndarray, int]:
+    """A real frame of ``dataset`` by name, with its index in the split."""
     from ssnet_ros.datasets import open_dataset
 
     root = SHARED / dataset
     if not root.is_dir():
         pytest.skip(f"real {dataset} data not present at {root} (see shared/data/README.md)")
-    return open_dataset(dataset, root, split)[index][0]
+    data = open_dataset(dataset, root, split)
+    index = [data.name(i) for i in range(len(data))].index(name)
+    return data[index][0], index
 
 
 def test_shipped_trust_is_deterministic_cheap_and_falls_on_degraded_frames(
         shipped: Segmenter) -> None:
     """On a real IDD-Lite hold-out frame: the same trust from __call__ and render_batch; the
     features cost a small part of the network's time (measured in one run); heavy blur and
-    strong over-exposure lower the trust well below the clean frame's."""
-    image = _frame("idd_lite", "holdout", 40)
+    strong over-exposure (true drivable IoU 0.87 -> 0.62 and 0.64 when fitted) lower the
+    trust well below the clean frame's."""
+    image, index = _frame("idd_lite", "holdout", "104856_image")
     clean = shipped(image, confidence=False)
     rendered = shipped.render_batch([image], ["drivable_mask"], trust=True)[0]
     assert float(rendered["drivable_trust"]) == clean.drivable_trust
@@ -130,5 +134,5 @@ def test_shipped_trust_is_deterministic_cheap_and_falls_on_degraded_frames(
     assert features < 0.2 * network, (features, network)
     assert clean.drivable_trust > 0.7
     for kind in ("blur", "overexposed"):
-        worse = shipped(degrade(image, kind, 3), confidence=False).drivable_trust
+        worse = shipped(degrade(image, kind, index), confidence=False).drivable_trust
         assert worse < clean.drivable_trust - 0.15, (kind, worse, clean.drivable_trust)
