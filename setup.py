@@ -41,6 +41,7 @@ setup(
             "ssnet-sheet = ssnet_ros.tools.sheet:main",
             "ssnet-ship = ssnet_ros.training.ship:main",
             "ssnet-drivable-curve = ssnet_ros.tools.drivable_curve:main",
+            "ssnet-fit-trust = ssnet_ros.training.fit_trust:main",
         ],
     },
 )

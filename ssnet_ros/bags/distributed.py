@@ -39,7 +39,7 @@ from ..core.segmenter import Segmenter
 from ..errors import SSNetError
 from .bagfile import BagReader, image_topic
 from .evaluate import (BagResult, EvalOptions, build_report, check_run, evaluate_bag,
-                       report_markdown)
+                       report_markdown, write_trust_scatter)
 
 CRASH_ENV = "SSNET_EVAL_BAG_TEST_CRASH"
 """Test hook: the name of an output bag whose worker process exits abruptly (``os._exit``)
@@ -465,4 +465,5 @@ def run_on_ray(bags: Sequence[str | Path], out: str | Path, options: EvalOptions
     report["ray"] = info
     write_json(out / "report.json", report)
     write_text(out / "report.md", report_markdown(report))
+    write_trust_scatter(out, ordered)
     return report

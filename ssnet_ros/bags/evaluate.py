@@ -45,6 +45,7 @@ from ..core.ground_grid import Camera as GroundCamera
 from ..core.ground_grid import GridLookup, GridSpec, grid_lookup, sample_grid
 from ..ros.conversions import camera_info_topic
 from ..core.stats import percentile
+from ..core.trust import save_trust_scatter, trust_scores
 from ..core.visualize import colorize, confidence_to_mono8, mask_to_mono8, overlay, palette_lut, \
     panel
 
@@ -110,6 +111,10 @@ class BagResult:
     """(file name, picture) to write under ``out/<bag>_panels/``."""
     grids: int = 0
     """segmentation/drivable_grid messages written."""
+    trust: list[float] = field(default_factory=list)
+    """Drivable trust of every segmented frame (empty without a trust model)."""
+    trust_iou: list[list[float]] = field(default_factory=list)
+    """[drivable trust, true drivable IoU] of every scored frame (with a trust model)."""
 
 
 def output_topic(namespace: str, key: str) -> str:
@@ -284,6 +289,8 @@ class _BagEvaluator:
         self._grid(frame, result.drivable)
         stamp = bm.stamp_ns(hdr)
         r = self.result
+        if result.drivable_trust is not None:
+            r.trust.append(float(result.drivable_trust))
         first = r.stamps_first_last[0] if r.stamps_first_last else stamp
         r.stamps_first_last = (first, stamp)
         index, self.index = self.index, self.index + 1
@@ -311,6 +318,9 @@ class _BagEvaluator:
             assert r.matrix is not None
             r.matrix += confusion_matrix(result.labels, truth, self.k)
             r.scored += 1
+            if result.drivable_trust is not None:
+                _, iou = image_scores(result.labels, truth, self.seg.drivable_ids)
+                r.trust_iou.append([float(result.drivable_trust), iou])
             self._keep_panel(index, name, frame.rgb, result.labels, truth)
 
     def _keep_panel(self, index: int, name: str, rgb: np.ndarray, labels: np.ndarray,
@@ -435,8 +445,31 @@ def build_report(results: Sequence[BagResult], segmenter: Segmenter, options: Ev
         "device": str(segmenter.device),
         "precision": str(segmenter.dtype).removeprefix("torch."),
         "batch_size": options.batch_size,
+        "drivable_trust": trust_summary(results, segmenter),
         "confusion_matrix": matrix.tolist(),
     }
+
+
+def trust_summary(results: Sequence[BagResult], segmenter: Segmenter) -> dict[str, Any] | None:
+    """The frames' drivable trust (mean, lowest, frames below 0.5) and, where truth exists,
+    its agreement with the true drivable IoU; None without a trust model."""
+    if segmenter.trust_model is None:
+        return None
+    values = [t for r in results for t in r.trust]
+    pairs = np.array([p for r in results for p in r.trust_iou], np.float64).reshape(-1, 2)
+    return {"frames": len(values),
+            "mean": float(np.mean(values)) if values else None,
+            "min": float(np.min(values)) if values else None,
+            "vs_true_iou": trust_scores(pairs[:, 0], pairs[:, 1]) if len(pairs) else None}
+
+
+def write_trust_scatter(out: Path, results: Sequence[BagResult]) -> None:
+    """out/trust_scatter.png: drivable trust against true drivable IoU of the scored frames
+    (one colour per bag); nothing when no frame has both."""
+    pairs = [(p, Path(r.path).name) for r in results for p in r.trust_iou]
+    if pairs:
+        save_trust_scatter(out / "trust_scatter.png", [p[0] for p, _ in pairs],
+                           [p[1] for p, _ in pairs], "ssnet-eval-bag", [b for _, b in pairs])
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -478,6 +511,18 @@ def report_markdown(report: dict[str, Any]) -> str:
         without = "n/a" if b["frames_without_truth"] is None else b["frames_without_truth"]
         lines.append(f"| {b['path']} | {b['topic']} | {b['frames']} | {b['frames_scored']} | "
                      f"{without} | {b['output']} | {b['damage'] or 'none'} |")
+    trust = report.get("drivable_trust")
+    if trust and trust["frames"]:
+        lines += ["", "## Drivable trust", "",
+                  f"{trust['frames']} frames: mean {_fmt(trust['mean'], 3)}, lowest "
+                  f"{_fmt(trust['min'], 3)} (docs/trust.md)."]
+        vs = trust["vs_true_iou"]
+        if vs:
+            lines.append(f"Against the true drivable IoU of {vs['frames']} scored frames "
+                         f"({vs['frames_iou_below_70']} below 70): Spearman "
+                         f"{_fmt(vs['spearman'], 3)}, AUROC for IoU < 70 "
+                         f"{_fmt(vs['auroc_iou_below_70'], 3)}, R² {_fmt(vs['r2'], 3)} "
+                         f"(trust_scatter.png).")
     problems = [p for b in report["bags"] for p in b["truth_problems"] + b["rejected"]]
     problems = [f"bag {f['bag']} was not evaluated: {f['reason']}"
                 for f in report.get("failed_bags", [])] + problems
@@ -562,6 +607,7 @@ def run(segmenter: Segmenter, bags: Sequence[str | Path], out: str | Path,
                 write_png(folder / name, pic)
     write_json(out / "report.json", report)
     write_text(out / "report.md", report_markdown(report))
+    write_trust_scatter(out, results)
     return report
 
 

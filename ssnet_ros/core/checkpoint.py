@@ -15,6 +15,7 @@ from torch import nn
 from ..errors import SSNetError
 from .fileio import atomic_path
 from .input_size import rule_problems
+from .trust import trust_problems
 from ..models import build_model, list_models
 
 FORMAT = "ssnet_ros.checkpoint"
@@ -40,7 +41,7 @@ class ModelCard:
     constants of the automatic network input size (:mod:`ssnet_ros.core.input_size`; empty: run at
     each image's own size); ``training`` the data and recipe the weights were trained with;
     ``data_licence`` the terms of that data, which the weights inherit (empty: derived,
-    :meth:`licence`).
+    :meth:`licence`); ``trust`` the drivable trust model (:mod:`ssnet_ros.core.trust`; empty: none, older cards).
     """
 
     model: str
@@ -56,6 +57,7 @@ class ModelCard:
     input_rule: dict[str, float] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     data_licence: str = ""
+    trust: dict[str, Any] = field(default_factory=dict)
 
     def training_splits(self) -> dict[str, set[str]]:
         """Dataset -> the splits the weights were trained on (``training.datasets``; a card
@@ -122,6 +124,7 @@ class ModelCard:
         if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
             out.append("normalization values must be finite")
         out += rule_problems(self.input_rule)
+        out += trust_problems(self.trust)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,6 +154,7 @@ class ModelCard:
             input_rule={str(k): float(v) for k, v in dict(data.get("input_rule", {})).items()},
             training=dict(data.get("training", {})),
             data_licence=str(data.get("data_licence", "")),
+            trust=dict(data.get("trust") or {}),
         )
 
     def replace(self, **changes: Any) -> ModelCard:

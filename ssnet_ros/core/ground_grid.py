@@ -266,6 +266,19 @@ def sample_grid(lookup: GridLookup, *masks: Any) -> Any:
     return torch.where(index >= 0, free, torch.full_like(free, UNKNOWN))
 
 
+def mark_unknown(lookup: GridLookup, grid: np.ndarray, cameras: Sequence[int]) -> np.ndarray:
+    """``grid`` (from :func:`sample_grid`, numpy) with every cell that cameras ``cameras``
+    (indices into the lookup's cameras) decided set to -1 unknown, e.g. for frames whose
+    drivable mask is not to be trusted."""
+    if not cameras:
+        return grid
+    ends = np.cumsum([h * w for h, w in lookup.sizes])
+    owner = np.searchsorted(ends, lookup.index, side="right")
+    out = grid.copy()
+    out[(lookup.index >= 0) & np.isin(owner, list(cameras))] = UNKNOWN
+    return out
+
+
 def kitti_camera(width: int = 1242, height: int = 375) -> Camera:
     """KITTI's left colour camera (published calibration: fx = fy = 721.5377, cx = 609.5593,
     cy = 172.854 at 1242x375), level, 1.65 m above the road, at the grid origin."""
@@ -274,7 +287,8 @@ def kitti_camera(width: int = 1242, height: int = 375) -> Camera:
 
 
 __all__: Sequence[str] = ("Camera", "GridLookup", "GridSpec", "fuse_lookups", "grid_lookup",
-                          "grid_picture", "kitti_camera", "pose_from_optical", "resolved_range",
+                          "grid_picture", "kitti_camera", "mark_unknown", "pose_from_optical",
+                          "resolved_range",
                           "sample_grid", "FREE", "OCCUPIED", "UNKNOWN")
 
 

@@ -33,6 +33,9 @@ CHANNELS = {"labels": 1, "drivable_mask": 1, "confidence": 1, "color": 3, "overl
 #: Largest number of CUDA graphs kept per Segmenter (least recently used ones are freed).
 MAX_GRAPHS = 8
 
+#: The packed-output key of the frame's trust features (float32 bytes, not an image).
+TRUST_KEY = "trust"
+
 Rendered = dict[str, np.ndarray]
 GraphKey = tuple[int, int, int, tuple[str, ...]]
 
@@ -119,6 +122,10 @@ def render_packed(model: torch.nn.Module, batch: torch.Tensor, outputs: tuple[st
     labels = resize_nearest(net_labels, (h, w))
     index = labels.long()
     parts = []
+    if TRUST_KEY in outputs:  # float32 features as their bytes: one copy brings all back
+        from .trust import trust_features
+
+        parts.append(trust_features(logits, tables.lut).contiguous().view(torch.uint8))
     for key in outputs:
         if key == "labels":
             parts.append(labels)
@@ -138,13 +145,19 @@ def render_packed(model: torch.nn.Module, batch: torch.Tensor, outputs: tuple[st
 
 
 def unpack(packed: np.ndarray, height: int, width: int,
-           outputs: tuple[str, ...]) -> list[Rendered]:
-    """Split an N x K array from :func:`render_packed` into per-frame views (no copies)."""
+           outputs: tuple[str, ...], trust_features: int = 0) -> list[Rendered]:
+    """Split an N x K array from :func:`render_packed` into per-frame views (no copies);
+    with :data:`TRUST_KEY`, ``trust_features`` float32 values come first."""
     frames = []
     for row in packed:
         out: Rendered = {}
         offset = 0
+        if TRUST_KEY in outputs:
+            offset = 4 * trust_features
+            out[TRUST_KEY] = row[:offset].copy().view(np.float32)
         for key in outputs:
+            if key == TRUST_KEY:
+                continue
             size = height * width * CHANNELS[key]
             shape = (height, width) if CHANNELS[key] == 1 else (height, width, 3)
             out[key] = row[offset:offset + size].reshape(shape)

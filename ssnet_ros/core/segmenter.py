@@ -22,8 +22,10 @@ from ..errors import SSNetError
 from .image_limits import MAX_SIDE
 from .input_size import auto_input_size
 from .preprocessing import check_rgb, normalize, resize_input, resize_nearest, resize_uint8
-from .render import OUTPUT_KEYS, PACK_ORDER, DeviceTables, GraphCache, Rendered, \
+from .render import OUTPUT_KEYS, PACK_ORDER, TRUST_KEY, DeviceTables, GraphCache, Rendered, \
     alpha_weight, check_outputs, render_numpy, render_packed, unpack
+from .trust import FEATURES as TRUST_FEATURES
+from .trust import TrustModel, trust_features
 from .visualize import palette_lut
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -48,6 +50,11 @@ class SegmentationResult:
     """HxW bool, True where the class is drivable."""
     confidence: np.ndarray | None
     """HxW float32 maximum softmax probability (None when not requested)."""
+    drivable_trust: float | None = None
+    """Predicted IoU of ``drivable`` (0..1) from the card's trust model
+    (:mod:`ssnet_ros.core.trust`); None when the card has none or it was not requested."""
+    trust_features: np.ndarray | None = None
+    """The frame's trust features (:data:`ssnet_ros.core.trust.FEATURES`), when requested."""
 
 
 def default_weights() -> Path | None:
@@ -188,10 +195,14 @@ class Segmenter:
         lut = torch.zeros(256, dtype=torch.bool)
         lut[list(self.card.drivable_ids)] = True
         self._host_lut = lut.numpy()
-        self._drivable_classes = lut[:self.card.num_classes].to(self.device)
+        self._drivable_lut = lut.to(self.device)
+        self._drivable_classes = self._drivable_lut[:self.card.num_classes]
         check_classes(self.card.drivable_ids, self.card.num_classes, drivable_rule)
         self.drivable_rule: DrivableRule = drivable_rule
         """The drivable decision in force (change it with :meth:`set_drivable_rule`)."""
+        self.trust_model: TrustModel | None = \
+            TrustModel.from_dict(card.trust) if card.trust else None
+        """The card's drivable trust model (None: the card has none)."""
         self._palette = palette_lut(self.card.palette)
         self._tables: DeviceTables | None = None
         self._graphs: GraphCache | None = None
@@ -267,25 +278,37 @@ class Segmenter:
         """CUDA graphs captured so far (one per batch size, image size and output set)."""
         return 0 if self._graphs is None else self._graphs.captures
 
-    def __call__(self, image: np.ndarray, *, confidence: bool = True) -> SegmentationResult:
+    def __call__(self, image: np.ndarray, *, confidence: bool = True,
+                 trust: bool = True) -> SegmentationResult:
         """Segment one HxWx3 uint8 RGB image."""
-        return self.segment_batch([image], confidence=confidence)[0]
+        return self.segment_batch([image], confidence=confidence, trust=trust)[0]
 
-    def segment_batch(self, images: Sequence[np.ndarray], *,
-                      confidence: bool = True) -> list[SegmentationResult]:
-        """Segment several images; images of equal size share one forward pass."""
+    def segment_batch(self, images: Sequence[np.ndarray], *, confidence: bool = True,
+                      trust: bool = True) -> list[SegmentationResult]:
+        """Segment several images; images of equal size share one forward pass. ``trust``
+        adds each frame's trust features and, with a trust model, its drivable trust."""
         results: list[SegmentationResult | None] = [None] * len(images)
         for indices in _size_groups(images):
             batch = np.stack([images[i] for i in indices])
-            labels, drivable, conf = self.predict(torch.from_numpy(batch), confidence=confidence)
+            labels, drivable, conf, feats = self._infer(torch.from_numpy(batch),
+                                                        confidence=confidence, trust=trust)
+            scores = self.drivable_trust(feats) if feats is not None else None
             for j, i in enumerate(indices):
                 results[i] = SegmentationResult(
-                    labels[j], drivable[j], None if conf is None else conf[j])
+                    labels[j], drivable[j], None if conf is None else conf[j],
+                    None if scores is None else float(scores[j]),
+                    None if feats is None else feats[j])
         return results  # type: ignore[return-value]
+
+    def drivable_trust(self, features: np.ndarray) -> np.ndarray | None:
+        """(N,) drivable trust of (N, features) trust features; None without a trust model."""
+        if self.trust_model is None:
+            return None
+        return self.trust_model.predict(features).astype(np.float32)
 
     def render_batch(self, images: Sequence[np.ndarray],
                      outputs: Collection[str] = OUTPUT_KEYS, *,
-                     overlay_alpha: float = 0.5) -> list[Rendered]:
+                     overlay_alpha: float = 0.5, trust: bool = False) -> list[Rendered]:
         """Message-ready uint8 outputs of several HxWx3 RGB images, one dict per image.
 
         ``outputs`` picks from :data:`ssnet_ros.core.render.OUTPUT_KEYS`: labels (HxW class ids),
@@ -294,10 +317,14 @@ class Segmenter:
         Images of equal size share one forward pass (on the CPU, up to
         :data:`CPU_BATCH_PIXELS` network-input pixels). On CUDA everything runs on the GPU and
         the arrays are views of one pinned buffer per size; on the CPU numpy draws them.
+        ``trust`` adds ``trust_features`` (float32 vector) and, with a trust model,
+        ``drivable_trust`` (a float32 scalar array) to each frame's dict.
         """
         keys = check_outputs(outputs)
         weight = alpha_weight(overlay_alpha)
         results: list[Rendered] = [{} for _ in images]
+        if trust:
+            keys += (TRUST_KEY,)
         if not keys:
             return results
         for indices in _size_groups(images):
@@ -311,14 +338,26 @@ class Segmenter:
                             self._render_host(group[start:start + step], keys, overlay_alpha)]
             for i, out in zip(indices, rendered):
                 results[i] = out
+        if trust:
+            feats = np.stack([r[TRUST_KEY] for r in results]) if results else None
+            scores = self.drivable_trust(feats) if feats is not None else None
+            for j, out in enumerate(results):
+                out["trust_features"] = out.pop(TRUST_KEY)
+                if scores is not None:
+                    out["drivable_trust"] = scores[j:j + 1].reshape(())
         return results
 
     def _render_host(self, images: list[np.ndarray], keys: tuple[str, ...],
                      alpha: float) -> list[Rendered]:
         """The network on the CPU, numpy drawing (the fastest there)."""
-        labels, drivable, conf = self.predict(torch.from_numpy(np.stack(images)),
-                                              confidence="confidence" in keys)
-        return render_numpy(images, labels, drivable, conf, keys, self._palette, alpha)
+        labels, drivable, conf, feats = self._infer(torch.from_numpy(np.stack(images)),
+                                                    confidence="confidence" in keys,
+                                                    trust=TRUST_KEY in keys)
+        frames = render_numpy(images, labels, drivable, conf, keys, self._palette, alpha)
+        if feats is not None:
+            for out, row in zip(frames, feats):
+                out[TRUST_KEY] = row
+        return frames
 
     @torch.inference_mode()
     def _render_device(self, images: list[np.ndarray], keys: tuple[str, ...],
@@ -332,6 +371,7 @@ class Segmenter:
         if connected:
             keys = tuple(k for k in PACK_ORDER if k in ("labels", "fallback")
                          or (k == "confidence" and k in wanted))
+            keys += (TRUST_KEY,) if TRUST_KEY in wanted else ()
         h, w = images[0].shape[:2]
         host = torch.empty((len(images), h, w, 3), dtype=torch.uint8, pin_memory=True)
         np.stack(images, out=host.numpy())
@@ -347,16 +387,18 @@ class Segmenter:
         result = torch.empty(packed.shape, dtype=torch.uint8, pin_memory=True)
         result.copy_(packed, non_blocking=True)
         torch.cuda.current_stream(self.device).synchronize()
-        frames = unpack(result.numpy(), h, w, keys)
+        frames = unpack(result.numpy(), h, w, keys, len(TRUST_FEATURES))
         if not connected:
             return frames
         labels = keep_connected(np.stack([f["labels"] for f in frames]),
                                 np.stack([f["fallback"] for f in frames]), self._host_lut)
         drawn = render_numpy(images, labels, self._host_lut[labels], None,
-                             tuple(k for k in wanted if k != "confidence"), self._palette, alpha)
+                             tuple(k for k in wanted if k not in ("confidence", TRUST_KEY)),
+                             self._palette, alpha)
         for out, frame in zip(drawn, frames):
-            if "confidence" in wanted:
-                out["confidence"] = frame["confidence"]
+            for key in ("confidence", TRUST_KEY):
+                if key in wanted:
+                    out[key] = frame[key]
         return drawn
 
     def _render_packed(self, batch: torch.Tensor, keys: tuple[str, ...]) -> torch.Tensor:
@@ -372,11 +414,17 @@ class Segmenter:
         """NHWC uint8 RGB batch -> (labels, drivable, confidence) numpy arrays, NxHxW; the
         labels and the mask decided by :attr:`drivable_rule` (the mask is always the drivable
         classes of the labels)."""
+        return self._infer(batch, confidence=confidence, trust=False)[:3]
+
+    @torch.inference_mode()
+    def _infer(self, batch: torch.Tensor, *, confidence: bool, trust: bool
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """:meth:`predict` plus the (N, features) trust features when ``trust``."""
         rule = self.drivable_rule
-        labels, conf, fallback = self.network_outputs(
-            batch, confidence=confidence or rule.floor > 0.0, fallback=rule.active)
+        labels, conf, fallback, feats = self._network(
+            batch, confidence=confidence or rule.floor > 0.0, fallback=rule.active, trust=trust)
         labels = decide(labels, conf, fallback, self._host_lut, rule)
-        return labels, self._host_lut[labels], conf if confidence else None
+        return labels, self._host_lut[labels], conf if confidence else None, feats
 
     @torch.inference_mode()
     def network_outputs(self, batch: torch.Tensor, *, confidence: bool = True,
@@ -387,6 +435,13 @@ class Segmenter:
 
         The fallback label is the most likely class that is not drivable
         (:func:`ssnet_ros.core.drivable.fallback_labels`)."""
+        return self._network(batch, confidence=confidence, fallback=fallback, trust=False)[:3]
+
+    @torch.inference_mode()
+    def _network(self, batch: torch.Tensor, *, confidence: bool, fallback: bool, trust: bool
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None,
+                            np.ndarray | None]:
+        """:meth:`network_outputs` plus the (N, features) trust features when ``trust``."""
         logits, size = self.logits(batch)
         labels = resize_nearest(logits.argmax(dim=1).to(torch.uint8), size)
         conf = fb = None
@@ -396,7 +451,8 @@ class Segmenter:
         if fallback:
             fb = fallback_labels(logits, self._drivable_classes).to(torch.uint8)
             fb = resize_nearest(fb, size).cpu().numpy()
-        return labels.cpu().numpy(), conf, fb
+        feats = trust_features(logits, self._drivable_lut).cpu().numpy() if trust else None
+        return labels.cpu().numpy(), conf, fb, feats
 
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:

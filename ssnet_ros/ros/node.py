@@ -40,19 +40,20 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 from nav_msgs.msg import OccupancyGrid
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RelativeHumidity
 from std_msgs.msg import Header
 
 from .batching import FrameGatherer
-from .parameters import DERIVED_PARAMETERS, OUTPUTS, PARAMETERS, camera_poses, validate
+from .parameters import DERIVED_PARAMETERS, OUTPUTS, PARAMETERS, TRUST_TOPIC, camera_poses, \
+    validate
 from .conversions import (camera_info_topic, check_compressed, check_image, compressed_to_rgb,
                           image_to_rgb, mono8_msg, rgb8_msg)
 from ..errors import SSNetError
 from ..core.render import CHANNELS
 from ..core.checkpoint import read_card
 from ..core.ground_grid import Camera as GroundCamera
-from ..core.ground_grid import GridLookup, fuse_lookups, grid_lookup, pose_from_optical, \
-    sample_grid
+from ..core.ground_grid import GridLookup, fuse_lookups, grid_lookup, mark_unknown, \
+    pose_from_optical, sample_grid
 from ..core.drivable import DrivableRule, check_classes
 from ..core.segmenter import Segmenter, resolve_weights
 from ..core.stats import Counter, GapCounter, LatencyWindow, RateMeter
@@ -101,6 +102,14 @@ class Camera:
         self.grid_published = Counter()
         """Drivable grids this camera's frames went into."""
         self.grid_problem_logged = False
+        self.trust_pub: Any = None
+        self.trust: float | None = None
+        """Drivable trust of the latest frame (None: none yet, or no trust model)."""
+        self.trust_reason = ""
+        """Why the latest frame's trust is low (empty when it is not)."""
+        self.low_trust = Counter()
+        """Frames whose drivable trust was below trust_threshold."""
+        self.trust_published = Counter()
 
     def wanted(self, publish: dict[str, bool]) -> set[str]:
         """Outputs switched on that someone subscribes to."""
@@ -182,6 +191,8 @@ class SegmentationBase:
         for cam in self.cameras:
             cam.pubs = {key: self.create_publisher(Image, cam.prefix + topic, OUTPUT_QOS)
                         for key, topic in OUTPUTS.items()}
+            cam.trust_pub = self.create_publisher(RelativeHumidity, cam.prefix + TRUST_TOPIC,
+                                                  OUTPUT_QOS)
         self._tf_buffer = self._tf_listener = None
         self._grid_pub = self.create_publisher(OccupancyGrid, GRID_TOPIC, OUTPUT_QOS) \
             if self._open_grid_source() else None
@@ -256,6 +267,8 @@ class SegmentationBase:
         for cam in self.cameras:
             for pub in cam.pubs.values():
                 self.destroy_publisher(pub)
+            if cam.trust_pub is not None:
+                self.destroy_publisher(cam.trust_pub)
         if self._diagnostics is not None:
             self.destroy_publisher(self._diagnostics)
             self._diagnostics = None
@@ -380,9 +393,10 @@ class SegmentationBase:
             if p.name in startup and self.segmenter is not None:
                 return SetParametersResult(successful=False, reason=(
                     f"{p.name} is read while configuring; clean the node up first"))
-            if p.name == "overlay_alpha" and not 0.0 <= float(p.value) <= 1.0:
+            if p.name in ("overlay_alpha", "trust_threshold") and \
+                    not 0.0 <= float(p.value) <= 1.0:
                 return SetParametersResult(successful=False,
-                                           reason=f"overlay_alpha {p.value} is outside 0..1")
+                                           reason=f"{p.name} {p.value} is outside 0..1")
             if p.name == "drivable_floor" and not 0.0 <= float(p.value) <= 1.0:
                 return SetParametersResult(successful=False,
                                            reason=f"drivable_floor {p.value} is outside 0..1")
@@ -407,16 +421,20 @@ class SegmentationBase:
                 alpha = float(p.value)
             elif p.name.startswith("publish_") and p.name[8:] in OUTPUTS:
                 publish[p.name[8:]] = bool(p.value)
-        grid = next((bool(p.value) for p in params if p.name == "publish_drivable_grid"),
-                    s.publish_grid)
+        value = {p.name: p.value for p in params}
         rule = s.drivable_rule
         for p in params:  # applied by the worker thread before its next batch
             if p.name == "drivable_floor":
                 rule = DrivableRule(float(p.value), rule.connected)
             elif p.name == "drivable_connected":
                 rule = DrivableRule(rule.floor, bool(p.value))
-        self.settings = dataclasses.replace(s, overlay_alpha=alpha, publish=publish,
-                                            publish_grid=grid, drivable_rule=rule)
+        self.settings = dataclasses.replace(
+            s, overlay_alpha=alpha, publish=publish,
+            publish_grid=bool(value.get("publish_drivable_grid", s.publish_grid)),
+            publish_trust=bool(value.get("publish_drivable_trust", s.publish_trust)),
+            trust_threshold=float(value.get("trust_threshold", s.trust_threshold)),
+            trust_unknown_grid=bool(value.get("trust_unknown_grid", s.trust_unknown_grid)),
+            drivable_rule=rule)
 
     def _compressed_topic(self, image: str) -> str:
         """``image``/compressed, following remaps of ``image`` as image_transport does."""
@@ -488,8 +506,12 @@ class SegmentationBase:
         s = self.settings
         ready = []
         grid = self._grid_wanted()
+        model = self.segmenter.trust_model
         for frame in frames:
             frame.want = frame.camera.wanted(s.publish)
+            if model is not None and s.publish_trust and \
+                    frame.camera.trust_pub.get_subscription_count() > 0:
+                frame.want.add("drivable_trust")
             if not frame.want and not grid:
                 frame.camera.idle.add()
                 continue
@@ -510,9 +532,13 @@ class SegmentationBase:
         self.segmenter.set_focal_length(focals.pop() if len(focals) == 1 else None)
         outputs = set().union(*(frame.want for frame in ready)) | (
             {"drivable_mask"} if grid else set())
+        outputs.discard("drivable_trust")
         results = self.segmenter.render_batch([frame.rgb for frame in ready], outputs,
-                                              overlay_alpha=s.overlay_alpha)
+                                              overlay_alpha=s.overlay_alpha,
+                                              trust=model is not None)
         inference = time.perf_counter() - t1
+        for frame, result in zip(ready, results):
+            self._note_trust(frame.camera, result)
         if grid:
             self._publish_grid([(f.camera, r["drivable_mask"], f.msg.header)
                                 for f, r in zip(ready, results)])
@@ -524,12 +550,34 @@ class SegmentationBase:
                     make = mono8_msg if CHANNELS[key] == 1 else rgb8_msg
                     cam.pubs[key].publish(make(result[key], header))
                     cam.published[key].add()
+            if "drivable_trust" in frame.want and cam.trust is not None:
+                cam.trust_pub.publish(RelativeHumidity(
+                    header=header, relative_humidity=cam.trust,
+                    variance=float(model.residual_std) ** 2))
+                cam.trust_published.add()
             cam.processed.tick()
             cam.batch_size.add(float(len(ready)))
             for stage, seconds in (("conversion", frame.conversion), ("inference", inference),
                                    ("publishing", time.perf_counter() - t2),
                                    ("total", time.monotonic() - frame.received)):
                 cam.latency[stage].add(seconds)
+
+    def _note_trust(self, cam: Camera, result: dict[str, Any]) -> None:
+        """Keep a frame's drivable trust (and why it is low) for its camera."""
+        if "drivable_trust" not in result:
+            return
+        cam.trust = float(result["drivable_trust"])
+        cam.trust_reason = ""
+        if cam.trust < self.settings.trust_threshold:
+            cam.low_trust.add()
+            cam.trust_reason = self.segmenter.trust_model.reason(result["trust_features"])
+
+    def _distrusted(self, cam: Camera) -> bool:
+        """True when the camera's latest frame is below trust_threshold and
+        trust_unknown_grid asks for its grid cells to be unknown."""
+        s = self.settings
+        return bool(s.trust_unknown_grid and cam.trust is not None
+                    and cam.trust < s.trust_threshold)
 
     # -- drivable grid ----------------------------------------------------------------------
 
@@ -550,6 +598,8 @@ class SegmentationBase:
             lookups = [lookup for _, lookup, _, _ in parts]
             self._fused = (key, lookups[0] if len(lookups) == 1 else fuse_lookups(lookups))
         data = sample_grid(self._fused[1], *(mask > 0 for _, _, mask, _ in parts))
+        data = mark_unknown(self._fused[1], data,
+                            [i for i, (cam, *_) in enumerate(parts) if self._distrusted(cam)])
         stamp = max((header.stamp for *_, header in parts),
                     key=lambda t: (t.sec, t.nanosec))
         s, g = self.settings, self.settings.grid
@@ -647,6 +697,10 @@ class SegmentationBase:
             level, message = DiagnosticStatus.WARN, f"rejected {new_rejects} malformed images"
         elif new_failures:
             level, message = DiagnosticStatus.WARN, f"{new_failures} frames failed"
+        elif cam.trust is not None and cam.trust < s.trust_threshold:
+            level, message = DiagnosticStatus.WARN, (
+                f"drivable trust {cam.trust:.2f} below trust_threshold "
+                f"{s.trust_threshold:.2f}: {cam.trust_reason}")
         values = {
             "input_rate_hz": f"{rate_in:.2f}", "output_rate_hz": f"{rate_out:.2f}",
             "frames_received": cam.received.total, "frames_processed": cam.processed.total,
@@ -661,6 +715,12 @@ class SegmentationBase:
                 values[f"{stage}_p{q}_ms"] = f"{window.percentile_ms(q):.2f}"
         values.update({f"published_{key}": c.value for key, c in cam.published.items()})
         values["published_drivable_grid"] = cam.grid_published.value
+        values["published_drivable_trust"] = cam.trust_published.value
+        values["drivable_trust"] = (f"{cam.trust:.3f}" if cam.trust is not None else
+                                    "none yet" if seg.trust_model is not None else
+                                    "none (the checkpoint's card has no trust model)")
+        values["trust_threshold"] = f"{s.trust_threshold:.2f}"
+        values["frames_low_trust"] = cam.low_trust.value
         batch = cam.batch_size.percentile_ms(50) / 1000.0  # counts, not seconds
         values.update({
             "input_topic": cam.input_topic, "weights": str(seg.weights),

@@ -23,6 +23,8 @@ TRANSPORTS = ("raw", "compressed")
 OUTPUTS = {"labels": "segmentation/labels", "drivable_mask": "segmentation/drivable_mask",
            "confidence": "segmentation/confidence", "color": "segmentation/color",
            "overlay": "segmentation/overlay"}
+#: Per-frame drivable trust (sensor_msgs/RelativeHumidity: a stamped 0..1 value).
+TRUST_TOPIC = "segmentation/drivable_trust"
 CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*")
 
 
@@ -131,6 +133,19 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "Publish segmentation/drivable_grid (nav_msgs/OccupancyGrid: 0 drivable, 100 not, "
               "-1 unknown) from camera_info and camera_pose; computed only while someone "
               "subscribes.", dynamic=True),
+    ParamSpec("publish_drivable_trust", True, _T.BOOL,
+              "Publish segmentation/drivable_trust (sensor_msgs/RelativeHumidity with the "
+              "image's header: relative_humidity = the predicted IoU of the frame's drivable "
+              "mask, 0..1, variance = the trust model's squared residual) when the checkpoint's "
+              "card has a trust model; computed only while someone subscribes.", dynamic=True),
+    ParamSpec("trust_threshold", 0.6, _T.DOUBLE,
+              "Drivable trust below which a frame's drivable mask is not to be trusted: "
+              "/diagnostics turns WARN with the reason, and with trust_unknown_grid its grid "
+              "cells are unknown.", dynamic=True, range=(0.0, 1.0)),
+    ParamSpec("trust_unknown_grid", False, _T.BOOL,
+              "Write the segmentation/drivable_grid cells of a frame whose drivable trust is "
+              "below trust_threshold as unknown (-1) instead of free or not drivable.",
+              dynamic=True),
     ParamSpec("batch_wait_ms", 5.0, _T.DOUBLE,
               "With several cameras: after a batch's first frame arrived, wait at most this "
               "long for the other cameras' frames (cameras silent for a second are not "
@@ -169,6 +184,10 @@ class Settings:
     """Seconds to wait for the other cameras' frames."""
     drivable_rule: DrivableRule = DrivableRule()
     """The drivable decision (drivable_floor, drivable_connected)."""
+    publish_trust: bool = True
+    trust_threshold: float = 0.6
+    """Drivable trust below which a frame is flagged (diagnostics WARN, grid unknown)."""
+    trust_unknown_grid: bool = False
 
 
 def camera_poses(settings: Settings) -> list[tuple[float, ...]]:
@@ -225,6 +244,9 @@ def validate(values: dict[str, Any]) -> Settings:
                         tuple(values["grid_y_range"]))
     except SSNetError as exc:
         raise SSNetError(f"parameters grid_*: {exc}") from None
+    threshold = float(values["trust_threshold"])
+    if not 0.0 <= threshold <= 1.0:
+        raise SSNetError(f"parameter trust_threshold is {threshold}; it must be within 0..1")
     if not str(values["grid_frame"]).strip():
         raise SSNetError("parameter grid_frame must not be empty")
     rule = drivable_rule(values)
@@ -237,7 +259,10 @@ def validate(values: dict[str, Any]) -> Settings:
         publish={key: bool(values[f"publish_{key}"]) for key in OUTPUTS},
         cameras=cameras, batch_wait=float(values["batch_wait_ms"]) / 1000.0,
         grid=grid, grid_frame=str(values["grid_frame"]), camera_pose=pose,
-        publish_grid=bool(values["publish_drivable_grid"]), drivable_rule=rule)
+        publish_grid=bool(values["publish_drivable_grid"]),
+        publish_trust=bool(values["publish_drivable_trust"]),
+        trust_threshold=float(values["trust_threshold"]),
+        trust_unknown_grid=bool(values["trust_unknown_grid"]), drivable_rule=rule)
 
 
 def drivable_rule(values: dict[str, Any]) -> DrivableRule:

@@ -18,7 +18,9 @@ NAME_grid.png: the node's segmentation/drivable_grid, 40 m ahead and 20 m to eac
 (drivable green, not drivable red, unknown grey; legend, scale and title in the picture). It checks that
 grid against the node's published labels projected independently (OpenCV's projectPoints of
 every cell centre) and measures the ego lane (|y| < 1 m, 6-20 m ahead); grid_check.json holds
-both per frame.
+both per frame. With a checkpoint whose card has a drivable trust model (docs/trust.md) it
+records the node's segmentation/drivable_trust per image (trust.json, and in each panel's
+title).
 """
 
 from __future__ import annotations
@@ -232,9 +234,17 @@ def run(args: argparse.Namespace) -> int:
     client.node.create_subscription(
         OccupancyGrid, "segmentation/drivable_grid",
         lambda g: grids_in.__setitem__((g.header.stamp.sec, g.header.stamp.nanosec), g), 2)
+    from sensor_msgs.msg import RelativeHumidity
+
+    trust_in: dict[tuple[int, int], float] = {}
+    client.node.create_subscription(
+        RelativeHumidity, "segmentation/drivable_trust",
+        lambda t: trust_in.__setitem__((t.header.stamp.sec, t.header.stamp.nanosec),
+                                       float(t.relative_humidity)), 10)
     info_pub = client.node.create_publisher(CameraInfo, "camera_info", 10)
     drivable_ids = [card.class_names.index(c) for c in card.drivable_classes]
     checks: dict[str, dict[str, float]] = {}
+    trusts: dict[str, float] = {}
     try:
         print(f"weights {weights.name}: trained on data licensed as: "
               f"{card.licence() or 'not recorded'}")
@@ -272,6 +282,11 @@ def run(args: argparse.Namespace) -> int:
                 return 1
             outputs = {key: pixels(result[key]) for key in OUTPUTS}
             stem = out / path.stem
+            stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+            title = path.name
+            if card.trust and client.spin_until(lambda: stamp in trust_in, 5.0, proc):
+                trusts[path.name] = trust_in[stamp]
+                title += f" - drivable trust {trust_in[stamp]:.2f}"
             write_png(f"{stem}_input.png", rgb)
             write_png(f"{stem}_color.png", outputs["color"])
             write_png(f"{stem}_overlay.png", outputs["overlay"])
@@ -279,8 +294,7 @@ def run(args: argparse.Namespace) -> int:
             write_png(f"{stem}_labels.png", outputs["labels"])
             write_png(f"{stem}_panel.png",
                       panel(rgb, outputs["overlay"], outputs["drivable_mask"] > 0,
-                            card.class_names, card.palette, title=path.name))
-            stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+                            card.class_names, card.palette, title=title))
             if kitti and client.spin_until(lambda: stamp in grids_in, 10.0, proc):
                 g = grids_in[stamp]
                 data = np.array(g.data, np.int8).reshape(g.info.height, g.info.width)
@@ -299,6 +313,11 @@ def run(args: argparse.Namespace) -> int:
             drivable.append(float((outputs["drivable_mask"] > 0).mean()))
             done += 1
         seconds = time.monotonic() - start
+        if trusts:
+            write_json(out / "trust.json", trusts)
+            low = sorted(trusts, key=trusts.get)[0]
+            print(f"drivable trust: mean {np.mean(list(trusts.values())):.2f}, lowest "
+                  f"{trusts[low]:.2f} ({low}) (trust.json)")
         out.mkdir(parents=True, exist_ok=True)
         (out / "README.txt").write_text(OUTPUT_README.format(
             ids=f"0-{len(card.class_names) - 1}",

@@ -20,6 +20,7 @@ from ..core.fileio import atomic_path, write_json, write_png, write_text
 from .metrics import confusion_matrix, summarize
 from .plots import save_confusion_png
 from ..core.segmenter import Segmenter
+from ..core.trust import save_trust_scatter, trust_scores
 from ..core.visualize import caption as add_caption
 from ..core.visualize import colorize, fit_width, legend, overlay
 
@@ -65,6 +66,17 @@ def image_scores(prediction: np.ndarray, truth: np.ndarray, drivable_ids: Sequen
     return accuracy, (float((pred_d & true_d).sum()) / union if union else 1.0)
 
 
+def drivable_truth_lut(dataset: SegmentationDataset) -> np.ndarray:
+    """256 entries: a dataset label -> 1 drivable, 0 not, IGNORE_INDEX left out of scoring."""
+    truth_lut = np.full(256, IGNORE_INDEX, np.uint8)
+    truth_lut[:len(dataset.info.class_names)] = 0
+    for name in dataset.info.drivable_classes:
+        truth_lut[dataset.info.class_names.index(name)] = 1
+    for name in dataset.info.drivable_ignore:
+        truth_lut[dataset.info.class_names.index(name)] = IGNORE_INDEX
+    return truth_lut
+
+
 def choose_panels(scores: Sequence[float], keep: int) -> list[int]:
     """Indices of the images to draw: the worst half of ``keep`` by score, then the rest
     spread evenly over the remaining images ranked by score (best included), worst first."""
@@ -95,21 +107,18 @@ def evaluate(segmenter: Segmenter, dataset: SegmentationDataset, *, limit: int |
     space = label_space(segmenter, dataset)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     k = segmenter.card.num_classes if space == "classes" else 2
-    truth_lut = np.full(256, IGNORE_INDEX, np.uint8)
-    if space == "drivable":
-        truth_lut[:len(dataset.info.class_names)] = 0
-        for name in dataset.info.drivable_classes:
-            truth_lut[dataset.info.class_names.index(name)] = 1
-        for name in dataset.info.drivable_ignore:
-            truth_lut[dataset.info.class_names.index(name)] = IGNORE_INDEX
+    truth_lut = drivable_truth_lut(dataset) if space == "drivable" else None
     drivable_ids = segmenter.drivable_ids if space == "classes" else (1,)
     matrix = np.zeros((k, k), np.int64)
     per_image: list[dict[str, Any]] = []
     times: list[float] = []
 
+    trust: list[float | None] = []
+
     def predict(items: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray,
                                                                          np.ndarray]]:
         results = segmenter.segment_batch([image for image, _ in items], confidence=False)
+        trust[:] = [r.drivable_trust for r in results]
         if space == "drivable":
             return [(r.drivable.astype(np.uint8), truth_lut[truth])
                     for r, (_, truth) in zip(results, items)]
@@ -127,6 +136,8 @@ def evaluate(segmenter: Segmenter, dataset: SegmentationDataset, *, limit: int |
             accuracy, iou = image_scores(pred, truth, drivable_ids)
             per_image.append({"image": dataset.name(start + offset), "pixel_accuracy": accuracy,
                               "drivable_iou": iou})
+            if trust[offset] is not None:
+                per_image[-1]["drivable_trust"] = trust[offset]
         bar.update(len(items))
     bar.close()
     if space == "classes":
@@ -136,6 +147,10 @@ def evaluate(segmenter: Segmenter, dataset: SegmentationDataset, *, limit: int |
         summary.update(miou=None, mean_class_accuracy=None)
     summary.update(images=n, dataset=dataset.info.name, split=dataset.split, label_space=space,
                    seconds_per_image_median=float(np.median(times)) if times else None)
+    with_trust = [p for p in per_image if "drivable_trust" in p]
+    summary["drivable_trust"] = None if not with_trust else trust_scores(
+        [p["drivable_trust"] for p in with_trust], [p["drivable_iou"] for p in with_trust])
+    summary["per_image"] = per_image
     kept: list[Kept] = []
     ranked = sorted(range(n), key=lambda i: per_image[i]["drivable_iou"])
     for i in choose_panels([p["drivable_iou"] for p in per_image], keep):
@@ -187,7 +202,16 @@ def markdown_report(summary: dict[str, Any], title: str) -> str:
              f"| drivable recall | {_pct(d['recall'])} |",
              f"| drivable F1 | {_pct(d['f1'])} |", "",
              *([f"**Warning:** {summary['trained_on_split']}", ""]
-               if summary.get("trained_on_split") else []),
+               if summary.get("trained_on_split") else [])]
+    trust = summary.get("drivable_trust")
+    if trust:
+        fmt = (lambda v: "n/a" if v is None else f"{v:.3f}")
+        lines += [f"Drivable trust against the true drivable IoU of {trust['frames']} images "
+                  f"({trust['frames_iou_below_70']} below 70): Spearman "
+                  f"{fmt(trust['spearman'])}, AUROC for IoU < 70 "
+                  f"{fmt(trust['auroc_iou_below_70'])}, R² {fmt(trust['r2'])} "
+                  f"(trust_scatter.png).", ""]
+    lines += [
              "| class | IoU % | accuracy % |", "|---|---:|---:|"]
     for name, iou in summary["per_class_iou"].items():
         lines.append(f"| {name} | {_pct(iou)} | {_pct(summary['per_class_accuracy'][name])} |")
@@ -201,6 +225,10 @@ def write_report(out: Path, summary: dict[str, Any], matrix: np.ndarray,
     """metrics.json, metrics.md, confusion.png and overlays/NN_NAME.png (worst first, then a
     spread) under ``out``."""
     write_json(out / "metrics.json", {**summary, "confusion_matrix": matrix.tolist()})
+    scored = [p for p in summary.get("per_image", []) if "drivable_trust" in p]
+    if scored:
+        save_trust_scatter(out / "trust_scatter.png", [p["drivable_trust"] for p in scored],
+                           [p["drivable_iou"] for p in scored], title)
     write_text(out / "metrics.md", markdown_report(summary, title))
     save_confusion_png(out / "confusion.png", matrix, class_names, title)
     for i, (name, image, prediction, truth, caption) in enumerate(kept):
