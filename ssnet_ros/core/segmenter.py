@@ -99,6 +99,17 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def bf16_is_native(device: torch.device, capability: tuple[int, int] | None = None) -> bool:
+    """Whether ``device`` computes bfloat16 natively: CUDA GPUs from Ampere on (compute
+    capability 8.0; older ones emulate it or refuse it). ``capability``: (major, minor),
+    default the device's own. False on the CPU (see training's bf16_is_fast)."""
+    if device.type != "cuda":
+        return False
+    if capability is None:
+        capability = torch.cuda.get_device_capability(device)
+    return tuple(capability) >= (8, 0)
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     """'auto' -> fp16 on CUDA, fp32 on CPU; fp16 on the CPU is refused (it is slow there)."""
     if precision not in PRECISIONS:
