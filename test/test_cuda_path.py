@@ -204,3 +204,17 @@ def test_device_resize_matches_the_host_resize(src: tuple[int, int],
         assert (diff == 0).float().mean() > 0.9999
     rows = resize_matrix(src[0], dst[0])
     assert torch.allclose(rows.sum(dim=1), torch.ones(dst[0]))
+
+
+def test_warm_up_for_another_focal_length_leaves_the_current_one(
+        ssnet_checkpoint_varied: Path) -> None:
+    model, card = load_checkpoint(ssnet_checkpoint_varied)
+    rule = {"reference_pixels": 48.0 * 64.0, "reference_focal_px": 50.0, "min_scale": 0.1,
+            "max_scale": 1.0, "multiple": 8.0}
+    seg = device_path(Segmenter.from_model(model, card.replace(input_rule=rule),
+                                           device="cpu"))
+    seg.set_focal_length(100.0)
+    seg.warm_up(96, 128, outputs=KEYS, focal_px=200.0)
+    assert seg.focal_px == 100.0 and not seg.has_graph(1, 96, 128, KEYS)
+    seg.set_focal_length(200.0)
+    assert seg.has_graph(1, 96, 128, KEYS)

@@ -229,12 +229,22 @@ class Segmenter:
         self.focal_px = focal_px
 
     def warm_up(self, height: int, width: int, *, batch: int = 1,
-                outputs: Collection[str] = OUTPUT_KEYS) -> None:
-        """Run :meth:`render_batch` once on black frames of this size, batch and output set,
-        so the first real frames of that key find its CUDA graph captured and cuDNN's
-        algorithms chosen (the node calls it when a camera's camera_info gives its size)."""
+                outputs: Collection[str] = OUTPUT_KEYS,
+                focal_px: float | None | str = "current") -> None:
+        """Run :meth:`render_batch` once on black frames of this size, batch and output set
+        (and ``focal_px``, for this call only; default: the current one), so the first real
+        frames of that key find its CUDA graph captured and cuDNN's algorithms chosen (the
+        node calls it when a camera's camera_info gives its size)."""
+        keys = check_outputs(outputs)
         frames = [np.zeros((height, width, 3), np.uint8)] * batch
-        self.render_batch(frames, outputs)
+        with self._lock:
+            saved = self.focal_px
+            if focal_px != "current":
+                self.set_focal_length(focal_px)  # type: ignore[arg-type]
+            try:
+                self._render_groups(frames, keys, 0, 0.0, [{} for _ in frames])
+            finally:
+                self.focal_px = saved
 
     def network_size(self, height: int, width: int) -> tuple[int, int] | None:
         """The network input (height, width) for an image of this size; None: its own size."""
