@@ -218,3 +218,35 @@ def test_warm_up_for_another_focal_length_leaves_the_current_one(
     assert seg.focal_px == 100.0 and not seg.has_graph(1, 96, 128, KEYS)
     seg.set_focal_length(200.0)
     assert seg.has_graph(1, 96, 128, KEYS)
+
+
+# ---- the same on CUDA (make gpu-check) -------------------------------------------------------
+
+def _cuda_seg(checkpoint: Path) -> Segmenter:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU; the CPU tests above run the same code")
+    # the last GPU: with several, cuda:N != the current device cuda:0 (item 1 of issue 21)
+    return Segmenter(checkpoint, device=f"cuda:{torch.cuda.device_count() - 1}",
+                     input_size=(24, 32))
+
+
+@pytest.mark.cuda
+def test_cuda_graphs_warm_up_evict_and_keep_on_the_segmenters_gpu(
+        ssnet_checkpoint_varied: Path) -> None:
+    seg = _cuda_seg(ssnet_checkpoint_varied)
+    assert seg.cuda_graphs and seg._graphs is not None
+    seg.warm_up(40, 56, batch=2, outputs=KEYS)
+    assert seg.has_graph(2, 40, 56, KEYS) and seg.graph_error is None
+    frames = [scene(40, 56, 1), scene(40, 56, 2)]
+    replayed = seg.render_batch(frames, KEYS)
+    assert seg.graphs_captured == 1
+    with torch.inference_mode():
+        eager = seg._render_packed(torch.from_numpy(np.stack(frames)).to(seg.device), KEYS,
+                                   (24, 32)).cpu().numpy()
+    np.testing.assert_array_equal(eager[1, :40 * 56].reshape(40, 56), replayed[1]["labels"])
+    seg._graphs.size = 2
+    for w in (48, 64, 72):
+        seg.render_batch([scene(40, w, 3)], KEYS)
+    assert len(seg._graphs) == 2 and seg.graphs_captured == 4 and seg.cuda_graphs
+    again = seg.render_batch(frames, KEYS)  # evicted, captured again in the shared pool
+    np.testing.assert_array_equal(again[1]["labels"], replayed[1]["labels"])
