@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n")[0])
     p.add_argument("--images", type=Path, required=True, help="folder of frames")
     p.add_argument("--weights", nargs="+", default=["ssnet_camvid", "fcn8s_camvid"])
-    p.add_argument("--frames", type=int, default=12, help="N frames evenly spread over the folder (name order)")
+    p.add_argument("--frames", type=int, default=12,
+                   help="N frames evenly spread over the folder (name order)")
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     args = p.parse_args(argv)
     try:
