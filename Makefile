@@ -31,7 +31,8 @@ test: venv
 	$(PY) -m pytest
 
 # The CUDA path on a machine with a GPU (docs/gpu.md): the CUDA tests, then one short
-# benchmark; its figures go to $(GPU_OUT)/. About 5 minutes, never more than 10.
+# benchmark, then the largest activation per layer (fp32, CPU; the fp16 range) on $(IMAGES);
+# its figures go to $(GPU_OUT)/. About 5 minutes, never more than 10.
 GPU_OUT ?= gpu_check
 gpu-check: venv
 	@$(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else \
@@ -45,6 +46,8 @@ gpu-check: venv
 	set -o pipefail; timeout 200 $(VENV)/bin/ssnet-benchmark \
 		--weights ssnet_ros/weights/ssnet_camvid.pt --sizes 375x1242 --batches 1,4 --stages model,core,grid --frames 30 --warmup 5 \
 		--no-progress --out $(GPU_OUT)/benchmark.json | tee $(GPU_OUT)/benchmark.md
+	if [ -n "$(IMAGES)" ]; then set -o pipefail; timeout 40 $(PY) -m ssnet_ros.tools.activations \
+		--images "$(IMAGES)" --out $(GPU_OUT)/activations.json | tee $(GPU_OUT)/activations.md; fi
 
 # clean keeps training runs (runs/): they cost hours; remove them by hand
 clean:
