@@ -258,8 +258,9 @@ def test_a_fast_stream_is_answered_newest_first_without_backlog(
     sent: dict[tuple[int, int], Header] = {}
     start = time.monotonic()
     # 60 frames in 2 s, in bursts of 3 sent back to back: for each frame it takes the node
-    # publishes five images of the frame's size, more bytes than a burst brings, so however
-    # fast the node (a fast CPU, a GPU) a burst's later frames arrive while it is busy
+    # converts it and publishes several images of its size (more work and bytes than sending
+    # one), so however fast the node (a fast CPU, a GPU) a burst's later frames arrive while
+    # it is busy with the first, and it must skip
     for i in range(60):
         msg = frames[i % 3]
         msg.header = header(1000 + i, f"stream_{i}")
