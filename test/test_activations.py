@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ssnet_ros import Segmenter
-from ssnet_ros.tools.activations import FP16_MAX, layer_maxima
+from ssnet_ros.tools.activations import FP16_MAX, LOGITS, layer_maxima
 
 
 def test_every_convolution_is_recorded_at_the_segmenters_size_and_hooks_are_removed() -> None:
@@ -17,7 +17,7 @@ def test_every_convolution_is_recorded_at_the_segmenters_size_and_hooks_are_remo
     assert sizes == [(48, 64), (48, 64)]  # the network size, not the frame's
     convs = {n for n, m in seg.model.named_modules() if isinstance(m, nn.Conv2d)}
     assert convs and convs <= set(maxima)
-    logits, _ = seg.logits(torch.from_numpy(frame)[None])
-    assert max(maxima.values()) >= float(logits.abs().amax()) > 0
+    logits = [seg.logits(torch.from_numpy(f.copy())[None])[0] for f in (frame, frame[::-1])]
+    assert maxima[LOGITS] == max(float(x.abs().amax()) for x in logits) > 0
     assert all(0 <= v < FP16_MAX * 1e3 for v in maxima.values())
     assert not any(m._forward_hooks for m in seg.model.modules())

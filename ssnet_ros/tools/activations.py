@@ -29,12 +29,14 @@ from .export import read_images
 
 FP16_MAX = 65504.0
 """The largest finite float16."""
+LOGITS = "(logits)"
+"""The name under which the model's output is recorded."""
 
 
 def layer_maxima(segmenter: Segmenter, frames: Sequence[np.ndarray]
                  ) -> tuple[dict[str, float], list[tuple[int, int]]]:
-    """{leaf module name: largest |output| over ``frames``} in forward order, and the
-    network input size of each frame."""
+    """{leaf module name: largest |output| over ``frames``} in forward order, then
+    :data:`LOGITS` for the model's output, and the network input size of each frame."""
     maxima: dict[str, float] = {}
     handles = []
 
@@ -55,6 +57,8 @@ def layer_maxima(segmenter: Segmenter, frames: Sequence[np.ndarray]
         for rgb in frames:
             logits, _ = segmenter.logits(torch.from_numpy(np.ascontiguousarray(rgb))[None])
             sizes.append((int(logits.shape[-2]), int(logits.shape[-1])))
+            # the model's output too: sums of skip connections (FCN-8s) are not modules
+            maxima[LOGITS] = max(maxima.get(LOGITS, 0.0), float(logits.abs().amax()))
     finally:
         for handle in handles:
             handle.remove()
