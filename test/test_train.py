@@ -47,7 +47,14 @@ def test_short_run_overfits_a_few_real_images(data_root: Path, tmp_path: Path) -
     assert losses[-1] < 0.6 * losses[0], losses
     assert (out / "curves.png").stat().st_size > 1000
     card = read_card(out / "best.pt")
-    assert card.metrics["validation"]["camvid/train"]["miou"] is not None
+    # the kept checkpoint carries the figures of the history's best validated epoch
+    best = max((h for h in history if "select_score" in h), key=lambda h: h["select_score"])
+    assert card.metrics["epoch"] == best["epoch"]
+    assert card.metrics["selection_score"] == best["select_score"]
+    val = card.metrics["validation"]["camvid/train"]
+    assert val["images"] == 2 and 0 < val["miou"] <= 1
+    assert (val["miou"], val["pixel_accuracy"], val["drivable"]["iou"]) == \
+        (best["val_miou"], best["val_pixel_accuracy"], best["val_drivable_iou"])
     assert card.class_names[3] == "Road" and card.input_rule["reference_pixels"] == 172800
     assert card.training["datasets"][0]["name"] == "camvid"
     assert card.mean == (123.68, 116.779, 103.939) and card.train_size == (360, 480)
@@ -83,7 +90,9 @@ def test_two_datasets_train_through_the_set_valued_loss(tmp_path: Path) -> None:
     assert (out / "best_val" / "idd_lite_holdout" / "metrics.json").is_file()
     assert read_card(out / "final.pt").metrics["epoch"] == 1
     history = json.loads((out / "history.json").read_text())
-    assert "val_idd_lite_drivable_iou" in history[0] and "select_score" in history[0]
+    assert card.metrics["selection_score"] == history[0]["select_score"]
+    assert (idd["drivable"]["iou"], idd["drivable"]["precision"]) == \
+        (history[0]["val_idd_lite_drivable_iou"], history[0]["val_idd_lite_drivable_precision"])
 
     # ssnet-ship: the final fit's weights with the selection run's figures as the claim
     from ssnet_ros.training.ship import main as ship_main
@@ -107,7 +116,10 @@ def test_two_datasets_train_through_the_set_valued_loss(tmp_path: Path) -> None:
     card = read_card(shipped)
     assert card.metrics["final_fit"]["validation"]["idd_lite/holdout"]["images"] == 9
     assert card.metrics["validation"]["idd_lite/holdout"]["drivable"]["iou"] == 0.5
-    assert card.metrics["validation"]["camvid/val"]["miou"] is not None
+    # the claim keeps the selection run's CamVid figures, which its history recorded
+    selected = read_card(out / "best.pt").metrics["validation"]["camvid/val"]
+    assert card.metrics["validation"]["camvid/val"] == selected
+    assert selected["miou"] == history[0]["val_miou"] and 0 <= selected["miou"] <= 1
     # a final fit that continues the shipped one keeps its selection run as the claim
     again = tmp_path / "shipped_again.pt"
     assert ship_main([str(out / "final.pt"), "--selection", str(shipped),

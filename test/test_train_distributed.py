@@ -119,3 +119,78 @@ def test_without_torchrun_it_is_a_world_of_one() -> None:
     assert (world.rank, world.world, world.is_main, world.backend) == (1, 2, False, "gloo")
     with pytest.raises(SSNetError, match="RANK 2 is not within WORLD_SIZE 2"):
         Distributed("cpu", env={"RANK": "2", "WORLD_SIZE": "2"})
+
+
+def test_every_rank_gets_its_own_gpu_under_torchrun() -> None:
+    cuda = torch.device
+    # several GPUs visible: the local rank's, whatever index --device named
+    assert rank_device("cuda", 1, 2, visible=2) == cuda("cuda", 1)
+    assert rank_device("cuda:0", 1, 2, visible=2) == cuda("cuda", 1)
+    # one GPU per rank (CUDA_VISIBLE_DEVICES per rank): cuda:0 on every local rank
+    assert rank_device("cuda", 1, 2, visible=1) == cuda("cuda", 0)
+    assert rank_device("cuda:1", 3, 4, visible=1) == cuda("cuda", 0)
+    # one process: as given
+    assert rank_device("cuda:1", 0, 1, visible=2) == cuda("cuda", 1)
+    with pytest.raises(SSNetError, match="local rank 2 has no GPU of its own"):
+        rank_device("cuda", 2, 4, visible=2)
+
+
+def test_bf16_autocast_only_where_it_is_native() -> None:
+    from ssnet_ros.training.train import bf16_is_fast
+
+    gpu = torch.device("cuda", 0)
+    assert not bf16_is_fast(gpu, (7, 5)) and not bf16_is_fast(gpu, (6, 1))
+    assert bf16_is_fast(gpu, (8, 0)) and bf16_is_fast(gpu, (9, 0))
+
+
+SOLO_RANK = """
+import sys, time
+from ssnet_ros.errors import SSNetError
+from ssnet_ros.training.distributed import Distributed
+
+def validate():
+    if sys.argv[1] == "fail":
+        raise RuntimeError("CUDA out of memory in the fp16 copy")
+    return {"miou": 0.5}
+
+started = time.monotonic()
+try:
+    with Distributed("cpu") as world:
+        got = world.solo(validate)
+        print("result", got, flush=True)
+except SSNetError as exc:
+    print("ssnet error:", exc, flush=True)
+    sys.exit(3)
+except RuntimeError as exc:
+    print("own error:", exc, flush=True)
+    sys.exit(4)
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", ["fail", "ok"])
+def test_an_error_in_rank_0_solo_work_reaches_the_other_rank_at_once(mode: str) -> None:
+    """Two gloo processes: rank 0's validation fails; rank 1 stops with that error within
+    seconds instead of waiting in a barrier for the 60-minute timeout."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
+               "PYTHONPATH": str(ROOT)}
+        procs.append(subprocess.Popen([sys.executable, "-c", SOLO_RANK, mode], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    outs = [p.communicate(timeout=90)[0] for p in procs]
+    codes = [p.returncode for p in procs]
+    if mode == "ok":
+        assert codes == [0, 0], outs
+        assert all("result {'miou': 0.5}" in out for out in outs), outs
+    else:
+        assert codes == [4, 3], outs
+        assert "rank 0 failed while the other ranks waited: RuntimeError: CUDA out of " \
+               "memory in the fp16 copy" in outs[1], outs

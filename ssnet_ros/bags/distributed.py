@@ -41,9 +41,6 @@ from .bagfile import BagReader, image_topic
 from .evaluate import (BagResult, EvalOptions, build_report, check_run, evaluate_bag,
                        report_markdown, write_trust_scatter)
 
-CRASH_ENV = "SSNET_EVAL_BAG_TEST_CRASH"
-"""Test hook: the name of an output bag whose worker process exits abruptly (``os._exit``)
-after its first batch, on the bag's first attempt only, as a killed worker would."""
 RESULT_SUFFIX = ".result.json"
 """``<out>/<bag name>.result.json``: written last by the worker; the bag is complete."""
 POLL_S = 0.2
@@ -162,13 +159,11 @@ class BagWorker:
                 "precision": str(self.segmenter.dtype).removeprefix("torch.")}
 
     def evaluate(self, bag: str, output: str, options: EvalOptions, progress: Any, key: int,
-                 record: dict[str, Any], crash: bool = False) -> dict[str, Any]:
+                 record: dict[str, Any]) -> dict[str, Any]:
         """Evaluate ``bag`` into ``output`` and save it; {"result": BagResult} or, when the
         bag cannot be evaluated, {"failed": reason}."""
         def on_frames(frames: int) -> None:
             progress.add.remote(key, frames)
-            if crash:  # the CRASH_ENV test hook: die like a killed worker, mid-bag
-                os._exit(1)
 
         try:
             result = evaluate_bag(self.segmenter, bag, output, options, on_frames)
@@ -342,7 +337,6 @@ def _schedule(ray: Any, pool: _Pool, todo: list[int], bags: list[Path], outputs:
     retried: dict[int, list[str]] = {}
     transient = _transient(ray)
     worker_options = dataclasses.replace(options, progress=False, overwrite=True)
-    crash_on = os.environ.get(CRASH_ENV)
     pending, attempts = deque(todo), dict.fromkeys(todo, 0)
     running: dict[Any, tuple[int, int]] = {}  # ObjectRef -> (worker slot, bag)
     idle = list(range(len(pool.workers)))[::-1]
@@ -350,11 +344,10 @@ def _schedule(ray: Any, pool: _Pool, todo: list[int], bags: list[Path], outputs:
     while pending or running:
         while pending and idle:
             slot, i = idle.pop(), pending.popleft()
-            crash = crash_on == outputs[i].name and attempts[i] == 0
             attempts[i] += 1
             ref = pool.workers[slot].evaluate.remote(  # absolute: workers have another cwd
                 str(bags[i].resolve()), str(outputs[i].resolve()), worker_options,
-                pool.counter, i, record, crash)
+                pool.counter, i, record)
             running[ref] = (slot, i)
         ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
         for ref in ready:

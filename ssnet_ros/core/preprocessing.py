@@ -33,11 +33,45 @@ def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float], 
 def resize_input(x: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
     """Bilinearly resize an NCHW batch to ``size`` (height, width); None or same size: no-op.
 
-    The device path (CUDA) resizes this way; the CPU path resizes uint8 frames with OpenCV
-    before normalising (:func:`resize_uint8`)."""
+    Frames are resized before normalising instead (:func:`resize_uint8` on the host,
+    :func:`resize_frames` on the device), as training's scale augmentation does."""
     if size is None or tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
+
+
+def resize_matrix(n_in: int, n_out: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(n_out, n_in) float32 weights of a 1-D resize as OpenCV's :func:`resize_uint8` does it:
+    area averaging (the overlap of each output cell with each input pixel, INTER_AREA) when
+    shrinking, linear interpolation between pixel centres (INTER_LINEAR) when enlarging.
+    Built with torch ops on ``device`` only (no host data), so a CUDA graph can capture it."""
+    d = torch.arange(n_out, device=device, dtype=torch.float64)[:, None]
+    s = torch.arange(n_in, device=device, dtype=torch.float64)[None, :]
+    scale = n_in / n_out
+    if n_out <= n_in:
+        lo, hi = d * scale, (d + 1) * scale
+        overlap = (torch.minimum(hi, s + 1) - torch.maximum(lo, s)).clamp(min=0)
+        weights = overlap / overlap.sum(dim=1, keepdim=True)
+    else:
+        pos = ((d + 0.5) * scale - 0.5).clamp(0, n_in - 1)
+        weights = (1 - (s - pos).abs()).clamp(min=0)
+    return weights.float()
+
+
+def resize_frames(batch: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+    """Resize an NHWC uint8 batch on its own device to ``size`` (height, width) as
+    :func:`resize_uint8` does on the host (area when shrinking, bilinear when enlarging; the
+    result rounded to whole values): the same labels on the GPU as on the CPU. Returns NHWC
+    float32 (uint8 values); None or the same size: the batch as float32."""
+    x = batch.float()
+    if size is None or tuple(batch.shape[1:3]) == tuple(size):
+        return x
+    h, w = size
+    if batch.shape[1] != h:
+        x = torch.einsum("oh,nhwc->nowc", resize_matrix(batch.shape[1], h, x.device), x)
+    if batch.shape[2] != w:
+        x = torch.einsum("pw,nowc->nopc", resize_matrix(batch.shape[2], w, x.device), x)
+    return x.add_(0.5).floor_().clamp_(0, 255)  # halves up, as OpenCV rounds
 
 
 def resize_uint8(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

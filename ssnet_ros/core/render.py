@@ -6,20 +6,23 @@ Two implementations of one contract (:data:`OUTPUT_KEYS`, all HxW or HxWx3 uint8
 * :func:`render_packed` on the model's device: normalisation, resize, network, argmax,
   drivable lookup, palette colouring and overlay in torch, packed into one N x K uint8 tensor
   so that a single copy brings every output back (:func:`unpack` splits it without copying).
-  :class:`GraphCache` replays it as CUDA graphs captured per (batch, height, width, outputs).
+  :class:`GraphCache` replays it as CUDA graphs captured per (batch, height, width, network
+  size, outputs).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import SSNetError
 from .drivable import apply_floor, fallback_labels
-from .preprocessing import normalize, resize_input, resize_nearest
+from .preprocessing import normalize, resize_frames, resize_nearest
 from .visualize import confidence_to_mono8, mask_to_mono8, overlay
 
 #: Output names in packing order, as in the node's publish_* switches.
@@ -31,13 +34,14 @@ PACK_ORDER = OUTPUT_KEYS + ("fallback",)
 CHANNELS = {"labels": 1, "drivable_mask": 1, "confidence": 1, "color": 3, "overlay": 3,
             "fallback": 1}
 #: Largest number of CUDA graphs kept per Segmenter (least recently used ones are freed).
-MAX_GRAPHS = 8
+#: They share one memory pool, so each costs its static input and output, not activations.
+MAX_GRAPHS = 16
 
 #: The packed-output key of the frame's trust features (float32 bytes, not an image).
 TRUST_KEY = "trust"
 
 Rendered = dict[str, np.ndarray]
-GraphKey = tuple[int, int, int, tuple[str, ...]]
+GraphKey = tuple[int, int, int, tuple[int, int] | None, tuple[str, ...]]
 
 
 def check_outputs(outputs: Collection[str]) -> tuple[str, ...]:
@@ -109,8 +113,9 @@ def render_packed(model: torch.nn.Module, batch: torch.Tensor, outputs: tuple[st
     nearest resize to the image's size leaves exactly as on the host). ``outputs`` may name
     ``fallback`` (:data:`PACK_ORDER`)."""
     n, h, w = batch.shape[:3]
-    x = normalize(batch, tables.mean, tables.std, dtype=dtype, channels_last=channels_last)
-    logits = model(resize_input(x, input_size))
+    x = normalize(resize_frames(batch, input_size), tables.mean, tables.std, dtype=dtype,
+                  channels_last=channels_last)
+    logits = model(x)
     net_labels = logits.argmax(dim=1).to(torch.uint8)
     top = None
     if floor or "confidence" in outputs:
@@ -166,53 +171,173 @@ def unpack(packed: np.ndarray, height: int, width: int,
     return frames
 
 
-class GraphCache:
-    """CUDA graphs of ``render`` captured per key, with their static input and output tensors.
+def root_cause(exc: BaseException) -> BaseException:
+    """The first error of a chain: a graph context's exit can raise again while handling the
+    capture's own error, and that second error says nothing of the first."""
+    seen = {id(exc)}
+    while exc.__context__ is not None and id(exc.__context__) not in seen:
+        exc = exc.__context__
+        seen.add(id(exc))
+    return exc
 
-    ``render(batch, outputs)`` must run without host synchronisation. A key's first use warms
-    the function up on a side stream (cuDNN picks its algorithms) and captures it; later uses
-    copy the input into the static input tensor and replay. At most ``size`` graphs are kept.
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for a device (or host) out-of-memory error anywhere in ``exc``'s chain."""
+    cause = root_cause(exc)
+    return any(isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e)
+               for e in (exc, cause))
+
+
+def on_device(device: torch.device) -> AbstractContextManager[Any]:
+    """Make ``device`` the current CUDA device (streams, graphs, the caching allocator and
+    ``synchronize`` act on the current device, which is cuda:0 unless set); a no-op on the
+    CPU."""
+    return torch.cuda.device(device) if device.type == "cuda" else nullcontext()
+
+
+Replay = Callable[[], Any]
+Render = Callable[[torch.Tensor, tuple[str, ...], tuple[int, int] | None], torch.Tensor]
+
+
+class GraphCache:
+    """Replays of ``render`` captured per key, with their static input and output tensors.
+
+    The key is (batch, height, width, network input size, outputs): everything that changes
+    the captured work, and nothing else. A key's first use warms ``render`` up on the cache's
+    side stream (cuDNN picks its algorithms) and captures it; later uses copy the input into
+    the static input tensor and replay. On CUDA all graphs share one memory pool (their
+    intermediate activations are never alive at once: replays run one at a time on one
+    stream) and one capture stream, on ``device`` made current. At most ``size`` graphs are
+    kept: the least recently used one is freed after a new capture succeeded, never before.
+
+    A capture that runs out of memory leaves the cache as it was and its key runs eager
+    (``run`` returns None); any other capture error (an op that cannot be captured) turns the
+    cache off (:attr:`enabled` False, :attr:`error` says why, naming the first error).
+
+    Off CUDA, ``capture`` defaults to :func:`capture_eager`, the same contract without graphs:
+    the CPU tests run this class as the GPU does.
     """
 
-    def __init__(self, render: Callable[[torch.Tensor, tuple[str, ...]], torch.Tensor],
-                 device: torch.device, size: int = MAX_GRAPHS) -> None:
+    def __init__(self, render: Render, device: torch.device, size: int = MAX_GRAPHS,
+                 capture: Callable[..., tuple[Replay, torch.Tensor]] | None = None) -> None:
         self.render, self.device, self.size = render, device, size
-        self._graphs: OrderedDict[GraphKey, tuple[torch.cuda.CUDAGraph, torch.Tensor,
-                                                  torch.Tensor]] = OrderedDict()
+        self._capture_fn = capture or (self._capture_cuda if device.type == "cuda"
+                                       else capture_eager)
+        self._graphs: OrderedDict[GraphKey, tuple[Replay, torch.Tensor, torch.Tensor]] = \
+            OrderedDict()
+        self._eager: set[GraphKey] = set()
+        self._pool: Any = None
+        self._stream: Any = None
         self.captures = 0
+        """Successful captures so far."""
+        self.enabled = True
+        """False once a capture failed for a reason other than memory."""
+        self.error: str | None = None
+        """The last capture error (the first of its chain), None if none failed."""
 
     def __len__(self) -> int:
         return len(self._graphs)
 
-    def run(self, batch: torch.Tensor, outputs: tuple[str, ...]) -> torch.Tensor:
-        """``render(batch, outputs)`` by graph replay; ``batch`` may be pinned host memory."""
-        n, h, w = batch.shape[:3]
-        key = (n, h, w, outputs)
+    def __contains__(self, key: GraphKey) -> bool:
+        return key in self._graphs
+
+    @staticmethod
+    def key(batch: torch.Tensor, outputs: tuple[str, ...],
+            net: tuple[int, int] | None) -> GraphKey:
+        """What a capture depends on: batch size, image size, network size, outputs."""
+        n, h, w = (int(v) for v in batch.shape[:3])
+        return (n, h, w, None if net is None else (int(net[0]), int(net[1])), outputs)
+
+    def run(self, batch: torch.Tensor, outputs: tuple[str, ...],
+            net: tuple[int, int] | None) -> torch.Tensor | None:
+        """``render(batch, outputs, net)`` by replay; ``batch`` may be pinned host memory.
+        None: run it eagerly (this key's capture ran out of memory, or the cache is off)."""
+        key = self.key(batch, outputs, net)
+        if not self.enabled or key in self._eager:
+            return None
         entry = self._graphs.get(key)
         if entry is None:
             entry = self._capture(key)
+            if entry is None:
+                return None
         else:
             self._graphs.move_to_end(key)
-        graph, static_in, static_out = entry
+        replay, static_in, static_out = entry
         static_in.copy_(batch, non_blocking=True)
-        graph.replay()
+        replay()
         return static_out
 
-    def _capture(self, key: GraphKey) -> tuple[torch.cuda.CUDAGraph, torch.Tensor,
-                                               torch.Tensor]:
-        n, h, w, outputs = key
-        while len(self._graphs) >= self.size:
-            self._graphs.popitem(last=False)
+    def _capture(self, key: GraphKey) -> tuple[Replay, torch.Tensor, torch.Tensor] | None:
+        n, h, w, net, outputs = key
         static_in = torch.zeros((n, h, w, 3), dtype=torch.uint8, device=self.device)
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self.render(static_in, outputs)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            static_out = self.render(static_in, outputs)
-        self._graphs[key] = (graph, static_in, static_out)
+        try:
+            replay, static_out = self._capture_fn(self.render, static_in, outputs, net)
+        except RuntimeError as exc:
+            cause = root_cause(exc)
+            self.error = f"{type(cause).__name__}: {cause}"
+            if is_out_of_memory(exc):
+                self._eager.add(key)
+            else:
+                self.enabled = False
+                self._graphs.clear()
+            return None
+        self._graphs[key] = (replay, static_in, static_out)
         self.captures += 1
+        while len(self._graphs) > self.size:
+            self._graphs.popitem(last=False)
         return self._graphs[key]
+
+    def _capture_cuda(self, render: Render, static_in: torch.Tensor, outputs: tuple[str, ...],
+                      net: tuple[int, int] | None) -> tuple[Replay, torch.Tensor]:
+        with on_device(self.device):
+            if self._stream is None:
+                self._stream = torch.cuda.Stream(self.device)
+                self._pool = torch.cuda.graph_pool_handle()
+            side = self._stream
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    render(static_in, outputs, net)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool, stream=side,
+                                  capture_error_mode="thread_local"):
+                static_out = render(static_in, outputs, net)
+        return graph.replay, static_out
+
+
+def capture_eager(render: Render, static_in: torch.Tensor, outputs: tuple[str, ...],
+                  net: tuple[int, int] | None) -> tuple[Replay, torch.Tensor]:
+    """:class:`GraphCache`'s capture contract without CUDA graphs: the static output is
+    filled by running ``render`` on the static input at each replay."""
+    static_out = render(static_in, outputs, net)
+
+    def replay() -> None:
+        static_out.copy_(render(static_in, outputs, net))
+
+    return replay, static_out
+
+
+class HostBuffers:
+    """Reusable host staging tensors by shape (pinned for CUDA copies), the ``size`` most
+    recently used kept: pinned memory does not grow with each new image size, and no
+    pinned allocation (slow, synchronising) is made per frame."""
+
+    def __init__(self, pin: bool, size: int = 4) -> None:
+        self.pin, self.size = pin, size
+        self._buffers: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buffers)
+
+    def get(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """A uint8 tensor of ``shape``; the same one as last time for the same shape."""
+        buffer = self._buffers.get(shape)
+        if buffer is None:
+            buffer = torch.empty(shape, dtype=torch.uint8, pin_memory=self.pin)
+            self._buffers[shape] = buffer
+            while len(self._buffers) > self.size:
+                self._buffers.popitem(last=False)
+        else:
+            self._buffers.move_to_end(shape)
+        return buffer

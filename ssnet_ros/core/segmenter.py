@@ -9,6 +9,7 @@ brings all outputs back. See :mod:`ssnet_ros.core.render`.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,9 @@ from .drivable import OFF, DrivableRule, check_classes, decide, fallback_labels,
 from ..errors import SSNetError
 from .image_limits import MAX_SIDE
 from .input_size import auto_input_size
-from .preprocessing import check_rgb, normalize, resize_input, resize_nearest, resize_uint8
-from .render import OUTPUT_KEYS, PACK_ORDER, TRUST_KEY, DeviceTables, GraphCache, Rendered, \
-    alpha_weight, check_outputs, render_numpy, render_packed, unpack
+from .preprocessing import check_rgb, normalize, resize_frames, resize_nearest, resize_uint8
+from .render import OUTPUT_KEYS, PACK_ORDER, TRUST_KEY, DeviceTables, GraphCache, HostBuffers, \
+    Rendered, alpha_weight, check_outputs, on_device, render_numpy, render_packed, unpack
 from .trust import FEATURES as TRUST_FEATURES
 from .trust import TrustModel, trust_features
 from .visualize import palette_lut
@@ -104,6 +105,17 @@ def resolve_device(device: str) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise SSNetError(f"device {device!r} is not supported (use auto, cpu, cuda, cuda:N)")
     return dev
+
+
+def bf16_is_native(device: torch.device, capability: tuple[int, int] | None = None) -> bool:
+    """Whether ``device`` computes bfloat16 natively: CUDA GPUs from Ampere on (compute
+    capability 8.0; older ones emulate it or refuse it). ``capability``: (major, minor),
+    default the device's own. False on the CPU (see training's bf16_is_fast)."""
+    if device.type != "cuda":
+        return False
+    if capability is None:
+        capability = torch.cuda.get_device_capability(device)
+    return tuple(capability) >= (8, 0)
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
@@ -204,33 +216,59 @@ class Segmenter:
             TrustModel.from_dict(card.trust) if card.trust else None
         """The card's drivable trust model (None: the card has none)."""
         self._palette = palette_lut(self.card.palette)
+        self._mean = torch.tensor(self.card.mean, dtype=torch.float32, device=self.device)
+        self._std = torch.tensor(self.card.std, dtype=torch.float32, device=self.device)
         self._tables: DeviceTables | None = None
         self._graphs: GraphCache | None = None
+        self._host = HostBuffers(pin=self.device.type == "cuda")
+        self._lock = threading.Lock()
         self.graph_error: str | None = None
-        """Why CUDA graphs were turned off after a failed capture (None: they were not)."""
+        """Why CUDA graphs were turned off, or the last capture that ran out of memory (then
+        that key runs eager and the other graphs stay); None: no capture failed."""
         if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed shapes per camera: autotune once
-            self._tables = DeviceTables(self.card.mean, self.card.std, self._palette,
-                                        self.card.drivable_ids, self.device)
-            self._tables.floor.fill_(drivable_rule.floor)
-            if cuda_graphs is None or cuda_graphs:
-                self._graphs = GraphCache(self._render_packed, self.device)
+            # process-wide: fixed shapes per camera, so autotune once per shape
+            torch.backends.cudnn.benchmark = True
+            self._use_device_path(cuda_graphs is None or cuda_graphs)
         elif cuda_graphs:
             raise SSNetError("cuda_graphs needs a CUDA device")
         if warmup if warmup is not None else self.device.type == "cuda":
             h, w = self.input_size or self.card.train_size
             self.segment_batch([np.zeros((h, w, 3), np.uint8)])
 
+    def _use_device_path(self, graphs: bool) -> None:
+        """Run :meth:`render_batch` as the GPU does (render_packed, staged host buffers and,
+        with ``graphs``, a :class:`GraphCache`) on this Segmenter's device: on CUDA always; on
+        the CPU only where a test checks the GPU's code with the CPU."""
+        self._tables = DeviceTables(self.card.mean, self.card.std, self._palette,
+                                    self.card.drivable_ids, self.device)
+        self._tables.floor.fill_(self.drivable_rule.floor)
+        self._graphs = GraphCache(self._render_packed, self.device) if graphs else None
+
     def set_focal_length(self, focal_px: float | None) -> None:
         """Use the camera's focal length (pixels, camera_info K[0]; None: unknown) for the
-        automatic input size from now on."""
+        automatic input size from now on. Captured graphs stay: their key holds the network
+        size, so a change of focal length that keeps it reuses them."""
         if focal_px is not None and not (math.isfinite(focal_px) and focal_px > 0):
             focal_px = None
-        if focal_px == self.focal_px:
-            return
         self.focal_px = focal_px
-        if self._graphs is not None:  # captured graphs hold the old network size
-            self._graphs = GraphCache(self._render_packed, self.device)
+
+    def warm_up(self, height: int, width: int, *, batch: int = 1,
+                outputs: Collection[str] = OUTPUT_KEYS,
+                focal_px: float | None | str = "current") -> None:
+        """Run :meth:`render_batch` once on black frames of this size, batch and output set
+        (and ``focal_px``, for this call only; default: the current one), so the first real
+        frames of that key find its CUDA graph captured and cuDNN's algorithms chosen (the
+        node calls it when a camera's camera_info gives its size)."""
+        keys = check_outputs(outputs)
+        frames = [np.zeros((height, width, 3), np.uint8)] * batch
+        with self._lock:
+            saved = self.focal_px
+            if focal_px != "current":
+                self.set_focal_length(focal_px)  # type: ignore[arg-type]
+            try:
+                self._render_groups(frames, keys, 0, 0.0, [{} for _ in frames])
+            finally:
+                self.focal_px = saved
 
     def set_drivable_rule(self, rule: DrivableRule) -> None:
         """Decide the drivable mask (and the labels) by ``rule`` from now on."""
@@ -275,8 +313,21 @@ class Segmenter:
 
     @property
     def graphs_captured(self) -> int:
-        """CUDA graphs captured so far (one per batch size, image size and output set)."""
+        """CUDA graphs captured so far (one per batch size, image size, network size and
+        output set)."""
         return 0 if self._graphs is None else self._graphs.captures
+
+    def graph_key(self, batch: int, height: int, width: int,
+                  outputs: Collection[str]) -> tuple[object, ...]:
+        """The :class:`GraphCache` key of a render_batch of ``batch`` frames of this size."""
+        net = self.network_size(height, width)
+        return (batch, height, width, None if net is None else tuple(net),
+                check_outputs(outputs))
+
+    def has_graph(self, batch: int, height: int, width: int, outputs: Collection[str]) -> bool:
+        """True when a graph for this batch, size and output set is captured and kept."""
+        return self._graphs is not None and \
+            self.graph_key(batch, height, width, outputs) in self._graphs
 
     def __call__(self, image: np.ndarray, *, confidence: bool = True,
                  trust: bool = True) -> SegmentationResult:
@@ -327,6 +378,12 @@ class Segmenter:
             keys += (TRUST_KEY,)
         if not keys:
             return results
+        with self._lock:  # one caller at a time: graphs, buffers and tables are shared
+            self._render_groups(images, keys, weight, overlay_alpha, results)
+        return results
+
+    def _render_groups(self, images: Sequence[np.ndarray], keys: tuple[str, ...], weight: int,
+                       overlay_alpha: float, results: list[Rendered]) -> None:
         for indices in _size_groups(images):
             group = [images[i] for i in indices]
             if self._tables is not None:
@@ -362,7 +419,8 @@ class Segmenter:
     @torch.inference_mode()
     def _render_device(self, images: list[np.ndarray], keys: tuple[str, ...],
                        weight: int, alpha: float) -> list[Rendered]:
-        """One H2D copy from pinned memory, the GPU pipeline (graph replay), one D2H copy.
+        """One H2D copy from a reused pinned buffer, the GPU pipeline (graph replay), one D2H
+        copy into fresh pinned memory (the returned arrays are views of it).
 
         With the connected pass the GPU returns the labels (floor applied), fallback labels
         and confidence; the pass and the drawing run on the host (numpy)."""
@@ -373,20 +431,24 @@ class Segmenter:
                          or (k == "confidence" and k in wanted))
             keys += (TRUST_KEY,) if TRUST_KEY in wanted else ()
         h, w = images[0].shape[:2]
-        host = torch.empty((len(images), h, w, 3), dtype=torch.uint8, pin_memory=True)
-        np.stack(images, out=host.numpy())
-        self._tables.alpha.fill_(weight)
-        packed = None
-        if self._graphs is not None:
-            try:
-                packed = self._graphs.run(host, keys)
-            except RuntimeError as exc:  # an op that cannot be captured: stay eager
-                self._graphs, self.graph_error = None, f"{type(exc).__name__}: {exc}"
-        if packed is None:
-            packed = self._render_packed(host.to(self.device, non_blocking=True), keys)
-        result = torch.empty(packed.shape, dtype=torch.uint8, pin_memory=True)
-        result.copy_(packed, non_blocking=True)
-        torch.cuda.current_stream(self.device).synchronize()
+        net = self.network_size(h, w)
+        pin = self._host.pin
+        with on_device(self.device):
+            host = self._host.get((len(images), h, w, 3))
+            np.stack(images, out=host.numpy())
+            self._tables.alpha.fill_(weight)
+            packed = None
+            if self._graphs is not None:
+                packed = self._graphs.run(host, keys, net)
+                self.graph_error = self._graphs.error
+                if not self._graphs.enabled:  # an op that cannot be captured: stay eager
+                    self._graphs = None
+            if packed is None:
+                packed = self._render_packed(host.to(self.device, non_blocking=pin), keys, net)
+            result = torch.empty(packed.shape, dtype=torch.uint8, pin_memory=pin)
+            result.copy_(packed, non_blocking=pin)
+            if self.device.type == "cuda":
+                torch.cuda.current_stream(self.device).synchronize()
         frames = unpack(result.numpy(), h, w, keys, len(TRUST_FEATURES))
         if not connected:
             return frames
@@ -401,11 +463,11 @@ class Segmenter:
                     out[key] = frame[key]
         return drawn
 
-    def _render_packed(self, batch: torch.Tensor, keys: tuple[str, ...]) -> torch.Tensor:
+    def _render_packed(self, batch: torch.Tensor, keys: tuple[str, ...],
+                       net: tuple[int, int] | None) -> torch.Tensor:
         assert self._tables is not None
         return render_packed(self.model, batch, keys, self._tables, dtype=self.dtype,
-                             channels_last=self.channels_last,
-                             input_size=self.network_size(*batch.shape[1:3]),
+                             channels_last=self.channels_last, input_size=net,
                              floor=self.drivable_rule.floor > 0.0)
 
     @torch.inference_mode()
@@ -460,11 +522,12 @@ class Segmenter:
         size = (int(batch.shape[1]), int(batch.shape[2]))
         net = self.network_size(*size)
         if net is not None and self.device.type == "cpu" and batch.device.type == "cpu":
-            batch, net = resize_uint8(batch, net), None  # resize before normalising
-        batch = batch.to(self.device, non_blocking=True)
-        x = normalize(batch, self.card.mean, self.card.std, dtype=self.dtype,
-                      channels_last=self.channels_last)
-        return self.model(resize_input(x, net)), size
+            batch = resize_uint8(batch, net)  # OpenCV: the fastest on the host
+        with on_device(self.device):  # resize_frames: the same frames on the device
+            x = resize_frames(batch.to(self.device, non_blocking=batch.is_pinned()), net)
+            x = normalize(x, self._mean, self._std, dtype=self.dtype,
+                          channels_last=self.channels_last)
+            return self.model(x), size
 
 
 class FlipAveraged(torch.nn.Module):

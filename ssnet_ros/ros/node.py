@@ -197,6 +197,7 @@ class SegmentationBase:
         self._grid_pub = self.create_publisher(OccupancyGrid, GRID_TOPIC, OUTPUT_QOS) \
             if self._open_grid_source() else None
         self._fused: tuple[Any, GridLookup] | None = None
+        self._warmed: set[tuple[int, int, float | None, frozenset[str]]] = set()
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
     def _open_inputs(self) -> None:
@@ -459,6 +460,19 @@ class SegmentationBase:
         fx = float(msg.k[0]) if len(msg.k) == 9 else 0.0
         cam.focal_px = fx if math.isfinite(fx) and fx > 0 else None
         cam.calibration = msg if cam.focal_px and msg.width > 0 and msg.height > 0 else None
+        if msg.width > 0 and msg.height > 0 and self.segmenter.cuda_graphs:
+            self._warm_up(cam, msg.height, msg.width)
+
+    def _warm_up(self, cam: Camera, height: int, width: int) -> None:
+        """Capture the CUDA graph of this camera's frames (size from camera_info, focal
+        length, the outputs wanted now) before the first frame comes, once per such key."""
+        outputs = cam.wanted(self.settings.publish) | (
+            {"drivable_mask"} if self._grid_wanted() else set())
+        key = (height, width, cam.focal_px, frozenset(outputs))
+        if not outputs or key in self._warmed:
+            return
+        self._warmed.add(key)
+        self.segmenter.warm_up(height, width, outputs=outputs, focal_px=cam.focal_px)
 
     def _on_image(self, index: int, msg: Image | CompressedImage) -> None:
         now = time.monotonic()

@@ -8,18 +8,23 @@
 
 Sizes are height x width (HxW), as everywhere in ssnet_ros.
 
-Stages, each at the camera resolution (the network runs at the image's own size):
+Stages, each fed frames at the camera resolution:
 
-* model: ``model(x)`` on a ready normalised batch on the device (eager);
+* model: ``model(x)`` on a ready normalised batch on the device at the camera resolution
+  (eager);
 * core: :meth:`Segmenter.render_batch` from uint8 frames in host memory to labels and
-  drivable mask in host memory (on CUDA: pinned copies and CUDA-graph replay);
+  drivable mask in host memory (on CUDA: pinned copies and CUDA-graph replay); the network
+  runs at the size the model card's rule gives the frame (e.g. 375x1242 -> 232x760), and
+  its FLOPs are counted at that size;
 * grid: the drivable grid's per-frame cost beside inference: sampling a 400x400-cell grid
   (0.1 m, 40 x 40 m) from the drivable masks of the batch's cameras (one fused grid for N
-  cameras, as the node does), where the masks are (on CUDA: on the GPU); the cell-to-pixel
+  cameras, as the node does) from the numpy masks in host memory, as the node samples
+  them (the same on CUDA); the cell-to-pixel
   lookup is computed once, as in the node. Its row also says what share of the core stage's
   time in this run that is;
 * node: the node in its own process over DDS; batch N is one node serving N cameras that
-  publish together (labels and drivable mask subscribed; two frames in flight per camera).
+  publish together (labels and drivable mask subscribed; two frames in flight per camera);
+  FLOPs at the network size, as for core.
 
 For every row it prints the latency (p50 per batch; for the node, from publishing a frame to
 its labels arriving) and throughput, and the achieved TFLOP/s against a reference: on CUDA
@@ -56,7 +61,7 @@ from ..core.fileio import check_file_output, write_json
 from ..core.ground_grid import (Camera, GridSpec, fuse_lookups, grid_lookup, kitti_camera,
                                 sample_grid)
 from ..core.preprocessing import normalize
-from ..core.segmenter import Segmenter, resolve_device, resolve_weights
+from ..core.segmenter import Segmenter, bf16_is_native, resolve_device, resolve_weights
 
 #: Dense (no sparsity) datasheet peaks in TFLOP/s per precision; fp32 convolutions on CUDA run
 #: as TF32 by default (torch.backends.cudnn.allow_tf32), so their row uses the tf32 peak.
@@ -231,7 +236,10 @@ def time_model(seg: Segmenter, images: Sequence[np.ndarray], frames: int, warmup
     batch = torch.from_numpy(np.stack(images)).to(seg.device)
     x = normalize(batch, seg.card.mean, seg.card.std, dtype=seg.dtype,
                   channels_last=seg.channels_last)
-    model = torch.compile(seg.model, mode="max-autotune") if compile_model else seg.model
+    model = seg.model
+    if compile_model:  # dynamo's caches are per code object: without a reset, later rows
+        torch.compiler.reset()  # pass its recompile limit and run eager, silently
+        model = torch.compile(seg.model, mode="max-autotune")
     with torch.inference_mode():
         return _timed(lambda: model(x), frames, warmup, _sync(seg.device))
 
@@ -247,7 +255,7 @@ def time_grid(seg: Segmenter, images: Sequence[np.ndarray], frames: int, warmup:
               ) -> list[float]:
     """Seconds per drivable grid (:data:`GRID`) fused from the batch's cameras: KITTI's
     camera level at 1.65 m, scaled to the image size, one camera per image, yawed apart;
-    sampled where the masks are (the GPU with CUDA)."""
+    sampled from the numpy masks in host memory, as the node does (on CUDA too)."""
     h, w = images[0].shape[:2]
     masks = [out["drivable_mask"] for out in seg.render_batch(images, ("drivable_mask",))]
     base = kitti_camera(w, h)
@@ -255,11 +263,8 @@ def time_grid(seg: Segmenter, images: Sequence[np.ndarray], frames: int, warmup:
             for i in range(len(images))]
     lookups = [grid_lookup(c, GRID) for c in cams]
     lookup = lookups[0] if len(lookups) == 1 else fuse_lookups(lookups)
-    if seg.device.type == "cuda":
-        on_device = [torch.from_numpy(np.ascontiguousarray(m)).to(seg.device) for m in masks]
-        return _timed(lambda: sample_grid(lookup, *on_device), frames, warmup,
-                      _sync(seg.device))
-    return _timed(lambda: sample_grid(lookup, *masks), frames, warmup, lambda: None)
+    return _timed(lambda: sample_grid(lookup, *(m > 0 for m in masks)), frames, warmup,
+                  lambda: None)
 
 
 def _sync(device: torch.device) -> Callable[[], None]:
@@ -595,8 +600,18 @@ def models_table(models: dict[str, dict[str, Any]]) -> str:
 
 
 def default_precisions(device: torch.device) -> list[str]:
-    """fp16, bf16, fp32 on CUDA; fp32, bf16 on the CPU."""
-    return ["fp16", "bf16", "fp32"] if device.type == "cuda" else ["fp32", "bf16"]
+    """fp16, bf16, fp32 on CUDA (bf16 only from Ampere on, where it is native); fp32, bf16
+    on the CPU."""
+    if device.type == "cuda":
+        return ["fp16", "bf16", "fp32"] if bf16_is_native(device) else ["fp16", "fp32"]
+    return ["fp32", "bf16"]
+
+
+def network_flops(seg: Segmenter, size: tuple[int, int], camera_flops: int) -> int:
+    """FLOPs per frame at the size the network runs at for a ``size`` frame (the rule's)."""
+    net = seg.network_size(*size)
+    return camera_flops if net is None or tuple(net) == tuple(size) else \
+        count_flops(seg.model, *net)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -694,15 +709,17 @@ def stage_rows(args: argparse.Namespace, context: Any, stage: str, seg: Segmente
                              flops, peak, model=label))
         return rows
     if stage == "core":
+        net = seg.network_size(*size) or size
         return [_row("core", size, batch, precision,
-                      time_core(seg, frames, args.frames, args.warmup), flops, peak,
-                      model=label)]
+                     time_core(seg, frames, args.frames, args.warmup),
+                     network_flops(seg, size, flops), peak,
+                     note=f"network {net[0]}x{net[1]}", model=label)]
     if stage == "grid":
         return [_row("grid", size, batch, precision,
                      time_grid(seg, frames, max(args.frames, 20), args.warmup), 0, None,
                      note=f"{GRID.width}x{GRID.height} cells", model=label)]
-    return [node_row(args, context, weights, label, size, batch, precision, frames, flops,
-                     peak)]
+    return [node_row(args, context, weights, label, size, batch, precision, frames,
+                     network_flops(seg, size, flops), peak)]
 
 
 def node_row(args: argparse.Namespace, context: Any, weights: str, label: str,

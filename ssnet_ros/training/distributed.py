@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from ..errors import SSNetError
 
-# rank 0 validates alone while the others wait at a barrier: allow a long validation pass
+# rank 0 validates alone while the others wait (Distributed.solo): allow a long validation
+# pass; an error there reaches the other ranks at once, not after this timeout
 TIMEOUT = _dt.timedelta(minutes=60)
+T = TypeVar("T")
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -35,20 +37,34 @@ def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SSNetError(f"environment variable {name}={value!r} is not an integer") from None
 
 
-def rank_device(choice: str, local_rank: int, world: int) -> torch.device:
+def rank_device(choice: str, local_rank: int, world: int,
+                visible: int | None = None) -> torch.device:
     """The training device of one rank from ``--device``: auto is CUDA when available, else
-    the CPU; under torchrun (``world`` > 1) a CUDA device without an index is the GPU of
-    ``local_rank``."""
+    the CPU. Under torchrun (``world`` > 1) any CUDA device (``cuda`` or ``cuda:N``) is the
+    rank's own GPU: cuda:``local_rank`` where the rank sees several GPUs, cuda:0 where it sees
+    exactly one (one GPU per rank through CUDA_VISIBLE_DEVICES, as SLURM sets it); an index
+    would otherwise put every rank on that one GPU. ``visible``: the GPUs this process sees
+    (default: torch.cuda.device_count())."""
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(choice)
-    if device.type == "cuda" and device.index is None and world > 1:
-        if local_rank >= torch.cuda.device_count():
-            raise SSNetError(f"local rank {local_rank} has no GPU of its own "
-                             f"({torch.cuda.device_count()} visible): start at most that many "
-                             f"processes per node")
+    if device.type == "cuda" and world > 1:
+        count = torch.cuda.device_count() if visible is None else visible
+        if count == 1:
+            return torch.device("cuda", 0)
+        if local_rank >= count:
+            raise SSNetError(f"local rank {local_rank} has no GPU of its own ({count} "
+                             f"visible): start at most that many processes per node, or give "
+                             f"each rank one GPU with CUDA_VISIBLE_DEVICES")
         device = torch.device("cuda", local_rank)
     return device
+
+
+class _Failed:
+    """What rank 0 broadcasts instead of a result when its solo work raised."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
 
 
 class Distributed:
@@ -105,6 +121,25 @@ class Distributed:
 
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids)
+
+    def solo(self, work: Callable[[], T]) -> T:
+        """``work()`` on rank 0 alone while the other ranks wait; its result on every rank.
+
+        An error on rank 0 reaches every rank at once: rank 0 re-raises it, the others raise
+        SSNetError naming it (instead of waiting in a barrier until the timeout)."""
+        if not self.active:
+            return work()
+        if self.is_main:
+            try:
+                result = work()
+            except BaseException as exc:
+                self.broadcast(_Failed(f"{type(exc).__name__}: {exc}"))
+                raise
+            return self.broadcast(result)
+        got = self.broadcast(None)
+        if isinstance(got, _Failed):
+            raise SSNetError(f"rank 0 failed while the other ranks waited: {got.message}")
+        return got
 
     def barrier(self) -> None:
         """Wait until every rank gets here."""

@@ -38,7 +38,7 @@ from ..models import list_models
 from ..models.vgg_weights import VGG_MEAN_RGB, VGG_STD_RGB, default_vgg16_path
 from .plots import save_curves_png
 from ..core.preprocessing import normalize
-from ..core.segmenter import Segmenter, resolve_weights
+from ..core.segmenter import Segmenter, bf16_is_native, resolve_weights
 
 Samples = list[tuple[np.ndarray, np.ndarray]]
 DEFAULT_VAL_SPLIT = {"idd_lite": "holdout", "cityscapes_p2p": "holdout"}
@@ -131,10 +131,14 @@ def selection_score(results: dict[str, dict[str, Any]]) -> float:
     return float(np.mean(terms)) if terms else 0.0
 
 
-def bf16_is_fast(device: torch.device) -> bool:
-    """Whether bfloat16 autocast speeds training up on ``device``: on CUDA and on CPUs with
-    AVX-512 (about 2x); CPUs with AVX2 only emulate it (measured 7x slower than fp32)."""
-    return device.type == "cuda" or "AVX512" in torch.backends.cpu.get_cpu_capability()
+def bf16_is_fast(device: torch.device, capability: tuple[int, int] | None = None) -> bool:
+    """Whether bfloat16 autocast speeds training up on ``device``: on CUDA GPUs from Ampere
+    on (compute capability 8.0; older ones emulate or refuse bf16, see
+    :func:`ssnet_ros.core.segmenter.bf16_is_native`) and on CPUs with AVX-512 (about 2x);
+    CPUs with AVX2 only emulate it (measured 7x slower than fp32)."""
+    if device.type == "cuda":
+        return bf16_is_native(device, capability)
+    return "AVX512" in torch.backends.cpu.get_cpu_capability()
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -244,6 +248,8 @@ def _train(args: argparse.Namespace, world: Distributed) -> int:  # noqa: C901 -
     if args.threads:
         torch.set_num_threads(args.threads)
     device = world.device
+    if device.type == "cuda":  # on every rank alike (rank 0's validation Segmenter sets it)
+        torch.backends.cudnn.benchmark = True
     main_rank = world.is_main
     progress = not args.no_progress and main_rank
     n_sets = len(args.dataset)
@@ -330,9 +336,11 @@ def _train(args: argparse.Namespace, world: Distributed) -> int:  # noqa: C901 -
     net = world.wrap(model)  # forward and backward through DDP; save and validate `model`
     use_amp = not args.no_amp and bf16_is_fast(device)
     if not args.no_amp and not use_amp and main_rank:
-        print(f"training in fp32: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no "
-              f"AVX-512, so bfloat16 autocast would be emulated and several times slower",
-              file=sys.stderr)
+        what = (f"this GPU (compute capability {torch.cuda.get_device_capability(device)}) "
+                f"predates Ampere" if device.type == "cuda" else
+                f"this CPU ({torch.backends.cpu.get_cpu_capability()}) has no AVX-512")
+        print(f"training in fp32: {what}, so bfloat16 autocast would be emulated and "
+              f"several times slower", file=sys.stderr)
     recipe = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
               if k not in ("out", "root", "resume", "no_progress", "threads", "device",
                             "log_samples")}
@@ -414,49 +422,55 @@ def _train(args: argparse.Namespace, world: Distributed) -> int:  # noqa: C901 -
                                 and record["elapsed_min"] >= args.time_budget_min)
         last_epoch = epoch + 1 == args.epochs or over_budget or stop["now"]
         validate = val_sets and ((epoch + 1) % args.val_every == 0 or last_epoch)
-        if validate and not main_rank:  # rank 0 validates alone; take its figures
-            world.barrier()
-            record, best_score = world.broadcast(None)
-        elif validate:
-            run_card = card.replace(training=training)
-            # on CUDA the Segmenter casts its model to fp16: validate a copy, so the weights
-            # that train stay fp32 (and equal to the other ranks')
-            segmenter = Segmenter.from_model(copy.deepcopy(model) if device.type == "cuda"
-                                             else model, run_card, device=str(device))
-            results, reports = {}, {}
-            for val_set in val_sets:
-                summary, matrix, kept = evaluate(segmenter, val_set, limit=args.val_limit,
-                                                 keep=4, progress=progress)
-                key = f"{val_set.info.name}/{val_set.split}"
-                results[key], reports[key] = summary, (summary, matrix, kept)
-                prefix = "val" if val_set is val_sets[0] else f"val_{val_set.info.name}"
-                if summary["label_space"] == "classes":
-                    record[f"{prefix}_miou"] = summary["miou"]
-                record[f"{prefix}_drivable_iou"] = summary["drivable"]["iou"]
-                record[f"{prefix}_drivable_precision"] = summary["drivable"]["precision"]
-                if prefix == "val":
-                    record["val_pixel_accuracy"] = summary["pixel_accuracy"]
-            model.train()
-            record["select_score"] = score = selection_score(results)
-            if score > best_score:
-                best_score = score
-                metrics = {"selection_score": score, "epoch": epoch + 1, "validation": {
-                    key: {k: summary.get(k) for k in (
-                        "images", "label_space", "miou", "pixel_accuracy", "mean_class_accuracy",
-                        "per_class_iou", "drivable")} for key, summary in results.items()}}
-                save_checkpoint(out / "best.pt", model, run_card.replace(metrics=metrics))
-                for key, (summary, matrix, kept) in reports.items():
-                    names, palette = report_classes(summary, segmenter)
-                    write_report(out / "best_val" / key.replace("/", "_"), summary, matrix,
-                                 kept, names, palette,
-                                 f"{args.model} epoch {epoch + 1} on {key}")
-            figures = ", ".join(f"{k} {100 * v:.2f}" for k, v in record.items()
-                                if k.startswith("val") and v is not None)
-            print(f"epoch {epoch + 1}: loss {record['train_loss']:.4f} {figures} selection "
-                  f"{100 * score:.2f} (best {100 * best_score:.2f})", file=sys.stderr)
-            if world.active:
-                world.barrier()
-                world.broadcast((record, best_score))
+        if validate:  # rank 0 validates alone; the others take its figures (or its error)
+            def validate_on_rank_0(record: dict[str, Any] = record, epoch: int = epoch
+                                   ) -> tuple[dict[str, Any], float]:
+                best = best_score
+                run_card = card.replace(training=training)
+                # on CUDA the Segmenter casts its model to fp16: validate a copy, so the
+                # weights that train stay fp32 (and equal to the other ranks')
+                segmenter = Segmenter.from_model(
+                    copy.deepcopy(model) if device.type == "cuda" else model, run_card,
+                    device=str(device))
+                results, reports = {}, {}
+                for val_set in val_sets:
+                    summary, matrix, kept = evaluate(segmenter, val_set,
+                                                     limit=args.val_limit, keep=4,
+                                                     progress=progress)
+                    key = f"{val_set.info.name}/{val_set.split}"
+                    results[key], reports[key] = summary, (summary, matrix, kept)
+                    prefix = "val" if val_set is val_sets[0] else \
+                        f"val_{val_set.info.name}"
+                    if summary["label_space"] == "classes":
+                        record[f"{prefix}_miou"] = summary["miou"]
+                    record[f"{prefix}_drivable_iou"] = summary["drivable"]["iou"]
+                    record[f"{prefix}_drivable_precision"] = \
+                        summary["drivable"]["precision"]
+                    if prefix == "val":
+                        record["val_pixel_accuracy"] = summary["pixel_accuracy"]
+                model.train()
+                record["select_score"] = score = selection_score(results)
+                if score > best:
+                    best = score
+                    metrics = {"selection_score": score, "epoch": epoch + 1, "validation": {
+                        key: {k: summary.get(k) for k in (
+                            "images", "label_space", "miou", "pixel_accuracy",
+                            "mean_class_accuracy", "per_class_iou", "drivable")}
+                        for key, summary in results.items()}}
+                    save_checkpoint(out / "best.pt", model,
+                                    run_card.replace(metrics=metrics))
+                    for key, (summary, matrix, kept) in reports.items():
+                        names, palette = report_classes(summary, segmenter)
+                        write_report(out / "best_val" / key.replace("/", "_"), summary,
+                                     matrix, kept, names, palette,
+                                     f"{args.model} epoch {epoch + 1} on {key}")
+                figures = ", ".join(f"{k} {100 * v:.2f}" for k, v in record.items()
+                                    if k.startswith("val") and v is not None)
+                print(f"epoch {epoch + 1}: loss {record['train_loss']:.4f} {figures} "
+                      f"selection {100 * score:.2f} (best {100 * best:.2f})", file=sys.stderr)
+                return record, best
+
+            record, best_score = world.solo(validate_on_rank_0)
         history.append(record)
         if not main_rank:
             if over_budget or stop["now"]:
