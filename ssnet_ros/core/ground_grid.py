@@ -37,6 +37,9 @@ DISTORTION_LENGTHS = {"plumb_bob": (5,), "rational_polynomial": (8,), "": (0, 5,
 MAX_DISTORTION = 1000.0
 """Largest |coefficient| of D taken as a calibration (real ones are below 100)."""
 MAX_CAMERA_SIDE = 16384
+FOLD_SHARE = 0.5
+"""D is refused when its radial distortion folds back within this share of the image's
+corner radius (from the principal point)."""
 ASPECT_TOLERANCE = 0.02
 """Relative difference of aspect ratio up to which camera_info's size is scaled to the image's
 (binning, resizing); beyond it the calibration is for another camera or crop."""
@@ -99,8 +102,12 @@ def calibration_problem(k: Sequence[float], width: int, height: int, d: Sequence
         corners = [((u - k[2]) / k[0], (v - k[5]) / k[4]) for u in (0, width) for v in (0, height)]
         reach = max(math.hypot(x, y) for x, y in corners)
         fold = fold_radius(tuple(d))
-        if math.isfinite(fold) and float(_distort_radius(d, np.array([fold]))[0]) < reach:
-            return "D folds the image over itself (rays beyond its edge map into it)"
+        # real lenses may fold just inside the corners (KITTI's D at 0.91 of the corner
+        # radius: those pixels are left unknown); folding within half of it is no lens
+        if math.isfinite(fold) and float(_distort_radius(d, np.array([fold]))[0]) < \
+                FOLD_SHARE * reach:
+            return (f"D folds the image over itself within {FOLD_SHARE:.0%} of its radius "
+                    f"(rays map to pixels of other rays): not a lens calibration")
     return None
 
 
