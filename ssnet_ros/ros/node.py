@@ -698,7 +698,8 @@ class SegmentationBase:
             return None
         if cam.calibration_problem:
             return f"camera_info on {cam.info_topic} is unusable: {cam.calibration_problem}"
-        if cam.calibration is None and cam.received.total > 0:
+        if cam.calibration is None and cam.received.total > 0 and (
+                self.settings.camera_pose or self._grid_wanted()):  # asked for, or listened to
             return f"no camera_info on {cam.info_topic}"
         return cam.grid_problem
 
