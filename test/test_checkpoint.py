@@ -174,18 +174,16 @@ def _zip_member_bomb(path: Path, member: str, declared: int) -> Path:
     import zipfile
 
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("bomb/data.pkl" if member != "data.pkl" else "bomb/data.pkl",
-                         b"\x80\x02}q\x00." if member != "data.pkl" else bytes(1024))
+        archive.writestr("bomb/data.pkl", b"\x80\x02}q\x00.")
         if member != "data.pkl":
             archive.writestr(f"bomb/{member}", bytes(1024))
     data = bytearray(path.read_bytes())
     name = f"bomb/{member}".encode()
-    for sig, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+    for sig, size_at, name_at in ((b"PK\x03\x04", 22, 30), (b"PK\x01\x02", 24, 46)):
         at = 0
         while (at := data.find(sig, at)) >= 0:
-            start = at + (30 if sig == b"PK\x03\x04" else 46)
-            if data[start:start + len(name)] == name:
-                data[at + offset:at + offset + 4] = struct.pack("<I", declared)
+            if data[at + name_at:at + name_at + len(name)] == name:
+                data[at + size_at:at + size_at + 4] = struct.pack("<I", declared)
             at += 4
     path.write_bytes(bytes(data))
     return path

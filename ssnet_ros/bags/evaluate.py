@@ -10,7 +10,8 @@ report (README "Scale-out").
 
 Exit status: 0 done; 1 an input bag is damaged (the frames before the damage were evaluated,
 written and reported; an unreadable metadata.yaml is damage), holds no frame on the topic, or
-its camera_info cannot give the drivable grid --camera-pose asked for; 2 nothing could be done (bad arguments, unreadable bag, ...).
+its camera_info cannot give the drivable grid --camera-pose asked for; 2 nothing could be
+done (bad arguments, unreadable bag, ...).
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ from __future__ import annotations
 import array
 import dataclasses
 import difflib
-import math
 import os
 import re
 import signal
@@ -368,8 +367,8 @@ class SegmentationBase:
     def _check_undeclared_parameters(self, parameter_list: list[Parameter]) -> None:
         """rclpy's check, fixed: it names the undeclared parameters (rclpy consumes its
         generator and says ``[]``) and refuses an empty name (rclpy lets it through)."""
-        undeclared = [p.name for p in parameter_list
-                      if not p.name or p.name not in self._parameters]  # type: ignore[attr-defined]
+        declared = self._parameters  # type: ignore[attr-defined]
+        undeclared = [p.name for p in parameter_list if not p.name or p.name not in declared]
         if undeclared:
             raise ParameterNotDeclaredException(undeclared)
 
