@@ -28,7 +28,7 @@ setup(
     entry_points={
         "console_scripts": [
             "segmentation_node = ssnet_ros.node:main",
-            "segmentation_lifecycle_node = ssnet_ros.ros.lifecycle:main",
+            "segmentation_lifecycle_node = ssnet_ros.lifecycle_node:main",
             "ssnet-train = ssnet_ros.training.train:main",
             "ssnet-eval = ssnet_ros.training.evaluate:main",
             "ssnet-demo = ssnet_ros.tools.demo:main",

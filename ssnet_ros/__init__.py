@@ -6,10 +6,27 @@ the node, message conversions, the test/demo client and the live-replay tool are
 that touch ROS.
 """
 
-from .core.checkpoint import ModelCard, load_checkpoint, read_card, save_checkpoint
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .errors import SSNetError
-from .models import build_model, list_models
-from .core.segmenter import SegmentationResult, Segmenter, default_weights
+
+#: public names -> the module holding them, imported on first use (torch takes seconds to
+#: import; the node's entry points take signals before it, see ssnet_ros.startup)
+_LAZY = {"ModelCard": "core.checkpoint", "load_checkpoint": "core.checkpoint",
+         "read_card": "core.checkpoint", "save_checkpoint": "core.checkpoint",
+         "build_model": "models", "list_models": "models",
+         "SegmentationResult": "core.segmenter", "Segmenter": "core.segmenter",
+         "default_weights": "core.segmenter"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ModelCard", "SSNetError", "SegmentationResult", "Segmenter", "build_model",

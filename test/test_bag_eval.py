@@ -370,3 +370,50 @@ def test_a_bag_with_camera_info_gets_the_drivable_grid(tmp_path: Path, camvid_va
 
     assert "--camera-pose X Y Z" in report_markdown(report).split("## Notes")[1]  # console too
     assert len(read(tmp_path / "out2" / "drive", "/camera/camera_info")) == 6
+
+
+def test_a_calibration_of_other_images_writes_no_grid_and_fails(
+        tmp_path: Path, camvid_val: Path, ssnet_checkpoint_varied: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The probe: camera_info for 100x900 images beside 64x48 frames: no all-unknown grids
+    counted as written, the reason in the report and on stderr, exit 1."""
+    bag = tmp_path / "mismatch"
+    make_bag(camvid_val / "val", bag, calibration=(50.0, 50.0, 50.0, 450.0),
+             calibration_size=(900, 100), limit=3, progress=False)
+    out = tmp_path / "out"
+    code = main([str(bag), "--out", str(out), "--weights", str(ssnet_checkpoint_varied),
+                 "--device", "cpu", "--input-height", "24", "--input-width", "32",
+                 "--no-progress", "--camera-pose", "0", "0", "1.5", "0", "0.1", "0"])
+    assert code == 1
+    report = json.loads((out / "report.json").read_text())
+    assert report["bags"][0]["drivable_grids"] == 0
+    assert "for 100x900 images but the images are 64x48" in \
+        report["bags"][0]["drivable_grid_problem"]
+    assert "no drivable grid written" in capsys.readouterr().err
+
+
+def test_a_corrupt_metadata_yaml_and_a_bag_without_frames_exit_nonzero(
+        tmp_path: Path, camvid_val: Path, ssnet_checkpoint_varied: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--weights", str(ssnet_checkpoint_varied), "--device", "cpu", "--input-height",
+            "24", "--input-width", "32", "--no-progress"]
+    bag = tmp_path / "meta"
+    make_bag(camvid_val / "val", bag, limit=2, progress=False)
+    (bag / "metadata.yaml").write_text("rosbag2_bagfile_information: [")
+    assert main([str(bag), "--out", str(tmp_path / "out1")] + base) == 1
+    report = json.loads((tmp_path / "out1" / "report.json").read_text())
+    assert report["frames"] == 2 and "metadata.yaml is unreadable" in \
+        report["bags"][0]["damage"]
+    assert "is damaged" in capsys.readouterr().err
+    with BagWriter(tmp_path / "none") as w:
+        w.add_topic("/camera/image_raw", "sensor_msgs/msg/Image")
+    assert main([str(tmp_path / "none"), "--out", str(tmp_path / "out2"),
+                 "--topic", "/camera/image_raw"] + base) == 1
+    assert "has no frames on /camera/image_raw" in capsys.readouterr().err
+
+
+def test_a_grid_resolution_beyond_memory_is_refused_up_front(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tmp_path), "--out", str(tmp_path / "out"), "--grid-resolution",
+                 "0.01"]) == 2
+    assert "needs about 3200 MB to project" in capsys.readouterr().err

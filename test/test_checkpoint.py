@@ -205,3 +205,71 @@ def test_the_shipped_weights_state_their_data_licence() -> None:
     for name, path in shipped_weights().items():
         text = read_card(path).data_licence
         assert "non-commercial" in text and "CamVid" in text, name
+
+
+def _zip_member_bomb(path: Path, member: str, declared: int) -> Path:
+    """A checkpoint-like zip whose ``member`` declares ``declared`` bytes (small on disk: the
+    sizes in its local and central headers are patched, as a crafted file would have them)."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("bomb/data.pkl", b"\x80\x02}q\x00.")
+        if member != "data.pkl":
+            archive.writestr(f"bomb/{member}", bytes(1024))
+    data = bytearray(path.read_bytes())
+    name = f"bomb/{member}".encode()
+    for sig, size_at, name_at in ((b"PK\x03\x04", 22, 30), (b"PK\x01\x02", 24, 46)):
+        at = 0
+        while (at := data.find(sig, at)) >= 0:
+            if data[at + name_at:at + name_at + len(name)] == name:
+                data[at + size_at:at + size_at + 4] = struct.pack("<I", declared)
+            at += 4
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_deflated_pickle_bomb_is_refused_unread(tmp_path: Path) -> None:
+    """A real bomb: data.pkl deflated from 64 MB of zeros (64 KB on disk)."""
+    import zipfile
+
+    path = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("bomb/data.pkl", bytes(64 * 1024 * 1024))
+    assert path.stat().st_size < 200_000
+    with pytest.raises(SSNetError, match=r"bomb.pt: its bomb/data.pkl would inflate to 67 MB"):
+        load_checkpoint(path)
+
+
+def test_weights_declaring_gigabytes_are_refused_in_seconds_with_little_memory(
+        tmp_path: Path) -> None:
+    """The probe: a few-KB .pt whose members declare 4 GB, opened by the Python API in a
+    process of its own (peak memory and time measured there), and by read_card."""
+    import subprocess
+    import sys
+    import time
+
+    from ssnet_ros.core.checkpoint import max_tensor_bytes, read_card
+
+    for member in ("data.pkl", "data/0"):
+        path = _zip_member_bomb(tmp_path / f"b{len(member)}.pt", member, 0xF0000000)
+        with pytest.raises(SSNetError, match="would inflate to 4027 MB"):
+            read_card(path)
+    code = ("import resource, sys\nfrom ssnet_ros import load_checkpoint, SSNetError\n"
+            "try:\n    load_checkpoint(sys.argv[1])\nexcept SSNetError as e:\n    print(e)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    start = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                         text=True, timeout=120)
+    elapsed = time.monotonic() - start
+    message, peak_kb = out.stdout.strip().splitlines()
+    assert "refused unread" in message, out
+    assert int(peak_kb) < 1.5 * 1024 * 1024 and elapsed < 60, (peak_kb, elapsed)
+    assert 50e6 < max_tensor_bytes() < 1.5e9  # derived from the architectures
+
+
+def test_shipped_weights_pass_the_archive_check() -> None:
+    from ssnet_ros.core.checkpoint import check_archive
+    from ssnet_ros.core.segmenter import resolve_weights
+
+    check_archive(Path(resolve_weights("ssnet_camvid")))

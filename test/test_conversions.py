@@ -169,3 +169,36 @@ def test_truncated_png_raises_ssnet_error() -> None:
     data = compressed(smooth(), "png").data
     with pytest.raises(SSNetError, match="could not be decoded"):
         compressed_to_rgb(CompressedImage(format="png", data=data[:len(data) // 3]))
+
+
+def test_a_huge_encoding_or_format_is_quoted_short() -> None:
+    from ssnet_ros.ros.conversions import check_compressed
+
+    msg = Image(height=2, width=2, encoding="x" * 10_000, step=6, data=bytes(12))
+    with pytest.raises(SSNetError) as info:
+        image_to_rgb(msg)
+    assert len(str(info.value)) < 200 and "(10000 characters)" in str(info.value)
+    with pytest.raises(SSNetError) as info:
+        check_compressed(CompressedImage(format="y" * 10_000, data=b"not an image"))
+    assert len(str(info.value)) < 200
+
+
+def test_the_pixel_limit_message_tells_the_numbers_apart() -> None:
+    msg = Image(height=4097, width=4097, encoding="mono8", step=4097)
+    with pytest.raises(SSNetError, match=r"4097x4097 \(16,785,409 pixels\) exceeds the limit "
+                                         r"of 16,777,216 pixels \(4096x4096\)"):
+        image_to_rgb(msg)
+
+
+def test_a_jpeg_whose_header_claims_more_than_its_data_is_rejected() -> None:
+    import struct
+
+    ok, buf = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (48, 64, 3),
+                                                                       np.uint8))
+    data = bytearray(buf.tobytes())
+    at = data.find(b"\xff\xc0")
+    data[at + 5:at + 9] = struct.pack(">HH", 400, 640)  # header: 640x400 over 64x48 data
+    with pytest.raises(SSNetError, match="header 640x400.* is corrupt: libjpeg: Corrupt JPEG"):
+        compressed_to_rgb(CompressedImage(format="jpeg", data=bytes(data)))
+    good = compressed_to_rgb(CompressedImage(format="jpeg", data=buf.tobytes()))
+    assert good.shape == (48, 64, 3)

@@ -4,6 +4,7 @@ comes back in the grid; unseen cells are unknown; projection agrees with OpenCV.
 from __future__ import annotations
 
 import math
+import re
 
 import cv2
 import numpy as np
@@ -185,3 +186,80 @@ def test_a_tf_transform_of_the_optical_frame_gives_the_body_pose(pose: tuple) ->
     np.testing.assert_allclose(got, pose, atol=1e-9)
     with pytest.raises(SSNetError, match="finite"):
         pose_from_optical((0.0, 0.0, 1.0), (0.0, 0.0, 0.0, 0.0))
+
+
+K_KITTI = (721.5377, 0.0, 609.5593, 0.0, 721.5377, 172.854, 0.0, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("k, size, d, model, reason", [
+    ((0.0,) * 9, (1242, 375), (), "plumb_bob", "fx 0 and fy 0"),
+    ((float("nan"),) + K_KITTI[1:], (1242, 375), (), "plumb_bob", "9 finite"),
+    ((float("inf"),) + K_KITTI[1:], (1242, 375), (), "plumb_bob", "9 finite"),
+    ((-700.0,) + K_KITTI[1:], (1242, 375), (), "plumb_bob", "positive"),
+    (K_KITTI, (0, 375), (), "plumb_bob", "outside 1..16384"),
+    (K_KITTI, (1242, 375), (float("nan"), 0, 0, 0, 0), "plumb_bob", "NaN or inf"),
+    (K_KITTI, (1242, 375), (1e9, 0, 0, 0, 0), "plumb_bob", "beyond"),
+    (K_KITTI, (1242, 375), (0.1,) * 10000, "plumb_bob", "10000 coefficients"),
+    (K_KITTI, (1242, 375), (0.1, 0.0, 0.0), "rational_polynomial", "3 coefficients; "
+     "rational_polynomial takes 8"),
+    (K_KITTI, (1242, 375), (-5.0, 0, 0, 0, 0), "plumb_bob", "folds"),
+])
+def test_calibrations_that_cannot_give_a_grid_are_named(k: tuple, size: tuple, d: tuple,
+                                                         model: str, reason: str) -> None:
+    from ssnet_ros.core.ground_grid import calibration_problem
+
+    problem = calibration_problem(k, *size, d, model)
+    assert problem is not None and reason in problem
+    with pytest.raises(SSNetError, match=re.escape(reason)):
+        Camera(k, size[0], size[1], (0.0, 0.0, 1.65, 0.0, 0.0, 0.0), d, model)
+
+
+def test_real_calibrations_pass() -> None:
+    from ssnet_ros.core.ground_grid import calibration_problem
+
+    kitti_d = (-0.3691481, 0.1968681, 0.001353473, 0.0005677587, -0.06770705)
+    assert calibration_problem(K_KITTI, 1242, 375, kitti_d, "plumb_bob") is None
+    assert calibration_problem(K_KITTI, 1242, 375, (), "plumb_bob") is None
+    assert calibration_problem(K_KITTI, 1242, 375, (0.1, 0.01) + (0.0,) * 6,
+                               "rational_polynomial") is None
+
+
+def test_a_camera_below_the_ground_is_refused() -> None:
+    with pytest.raises(SSNetError, match="camera_pose z is -0.5 m: the camera must be above"):
+        Camera(K_KITTI, 1242, 375, (0.0, 0.0, -0.5, 0.0, 0.0, 0.0))
+
+
+def test_a_calibration_of_another_aspect_ratio_gives_no_grid() -> None:
+    camera = Camera((100.0, 0.0, 50.0, 0.0, 100.0, 450.0, 0.0, 0.0, 1.0), 100, 900,
+                    (0.0, 0.0, 1.65, 0.0, 0.0, 0.0))
+    with pytest.raises(SSNetError, match="for 100x900 images but the images are 1242x375"):
+        grid_lookup(camera, GRID, (375, 1242))
+    grid_lookup(camera, GRID, (1800, 200))  # binned or resized: the same aspect ratio
+
+
+def test_cells_beyond_the_distortion_fold_are_unknown_not_mapped_back() -> None:
+    """Strong barrel distortion folds rays from outside the view back into the image; the
+    cells there are unknown."""
+    from ssnet_ros.core.ground_grid import fold_radius, lookup_problem
+
+    d = (-0.3, 0.0, 0.0, 0.0, 0.0)
+    fold = fold_radius(d)
+    assert 1.0 < fold < 1.1  # d(r(1 - 0.3 r^2))/dr = 0 at r = 1/sqrt(0.9)
+    camera = Camera((300.0, 0.0, 320.0, 0.0, 300.0, 240.0, 0.0, 0.0, 1.0), 640, 480,
+                    (0.0, 0.0, 1.65, 0.0, 0.3, 0.0), d)
+    lookup = grid_lookup(camera, GridSpec(0.25, (0.0, 10.0), (-30.0, 30.0)))
+    xs, ys = GridSpec(0.25, (0.0, 10.0), (-30.0, 30.0)).centres()
+    optical = to_optical(camera, np.stack([xs.ravel(), ys.ravel(), np.zeros(xs.size)], 1))
+    radius = np.hypot(optical[:, 0], optical[:, 1]) / optical[:, 2]
+    beyond = ((optical[:, 2] > 0) & (radius >= fold)).reshape(xs.shape)
+    assert beyond.any() and (lookup.index[beyond] == -1).all()
+    assert lookup_problem(lookup) is None
+    up = Camera(camera.k, 640, 480, (0.0, 0.0, 1.65, 0.0, -1.2, 0.0))  # looking at the sky
+    assert "sees no cell" in lookup_problem(grid_lookup(up, GRID))
+
+
+def test_a_grid_too_fine_for_memory_is_refused_with_the_coarsest_resolution() -> None:
+    with pytest.raises(SSNetError, match=r"4000x4000 cells at resolution 0.01 m needs about "
+                                         r"3200 MB to project.*at least 0.025 m"):
+        GridSpec(0.01, (0.0, 40.0), (-20.0, 20.0))
+    GridSpec(0.025, (0.0, 40.0), (-20.0, 20.0))

@@ -85,3 +85,33 @@ def test_cpu_frames_are_resized_before_they_are_normalised(
     seg = Segmenter(None, device="cpu", input_size=(96, 128))
     out = seg(np.zeros((3000, 4096, 3), np.uint8), confidence=False)
     assert seen == [(1, 96, 128, 3)] and out.labels.shape == (3000, 4096)
+
+
+def test_network_inputs_beyond_memory_are_refused_with_the_reason() -> None:
+    from ssnet_ros.core.input_size import BYTES_PER_INPUT_PIXEL, device_memory, \
+        input_size_problem
+
+    problem = input_size_problem(16384, 16384)
+    assert problem and "16384x16384" in problem and "about 400.0 GiB" in problem
+    assert "larger than the largest accepted image" in problem
+    assert input_size_problem(360, 480) is None
+    memory = device_memory("cpu")
+    assert memory and memory > 2**30
+    side = int((memory / BYTES_PER_INPUT_PIXEL) ** 0.5) + 1  # over half of this machine
+    if side * side <= 4096 * 4096:
+        assert "GiB of cpu memory here" in input_size_problem(side, side)
+
+
+def test_the_node_parameters_refuse_a_size_that_cannot_run() -> None:
+    pytest.importorskip("rclpy")
+    from ssnet_ros.errors import SSNetError
+    from ssnet_ros.ros.parameters import PARAMETERS, validate
+
+    values = {spec.name: spec.default for spec in PARAMETERS}
+    with pytest.raises(SSNetError, match="parameters input_height and input_width: a network "
+                                         "input of 16384x16384"):
+        validate({**values, "device": "cpu", "input_height": 16384, "input_width": 16384})
+    with pytest.raises(SSNetError, match="camera_pose z is 0 m"):
+        validate({**values, "device": "cpu", "camera_pose": [0.0] * 6})
+    with pytest.raises(SSNetError, match="at least 0.025 m"):
+        validate({**values, "device": "cpu", "grid_resolution": 0.01})

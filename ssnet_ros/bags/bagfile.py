@@ -195,6 +195,9 @@ class BagReader:
         total = sum(scan.counts.values())
         if problem:
             self.damage = f"{problem}; {total} messages before the damage are readable"
+        elif (self.path / "metadata.yaml").is_file():  # there, but unreadable: damage
+            self.damage = (f"its metadata.yaml is unreadable ({why}); the {total} messages of "
+                           f"its storage files were read directly")
         else:
             self.notes.append(f"{why}; read the {total} messages of its storage files directly")
 

@@ -9,7 +9,9 @@ With ``--ray`` the bags are spread over the workers of a Ray cluster, with the s
 report (docs/bags.md, "Bag evaluation on Ray").
 
 Exit status: 0 done; 1 an input bag is damaged (the frames before the damage were evaluated,
-written and reported); 2 nothing could be done (bad arguments, unreadable bag, ...).
+written and reported; an unreadable metadata.yaml is damage), holds no frame on the topic, or
+its camera_info cannot give the drivable grid --camera-pose asked for; 2 nothing could be
+done (bad arguments, unreadable bag, ...).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from ..core.fileio import check_file_output, write_json, write_png, write_text
 from ..training.metrics import confusion_matrix, summarize
 from ..core.segmenter import Segmenter
 from ..core.ground_grid import Camera as GroundCamera
-from ..core.ground_grid import GridLookup, GridSpec, grid_lookup, sample_grid
+from ..core.ground_grid import GridLookup, GridSpec, grid_lookup, lookup_problem, sample_grid
 from ..ros.conversions import camera_info_topic
 from ..core.stats import percentile
 from ..core.trust import save_trust_scatter, trust_scores
@@ -115,6 +117,8 @@ class BagResult:
     """Drivable trust of every segmented frame (empty without a trust model)."""
     trust_iou: list[list[float]] = field(default_factory=list)
     """[drivable trust, true drivable IoU] of every scored frame (with a trust model)."""
+    grid_problem: str | None = None
+    """Why a drivable grid asked for (--camera-pose) could not be written."""
 
 
 def output_topic(namespace: str, key: str) -> str:
@@ -241,11 +245,16 @@ class _BagEvaluator:
             k, d, model, width, height = frame.calibration
             try:
                 camera = GroundCamera(k, width, height, tuple(self.opt.camera_pose), d, model)
+                lookup = grid_lookup(camera, self.opt.grid, drivable.shape)
+                problem = lookup_problem(lookup)
+                if problem:
+                    raise SSNetError(problem)
             except SSNetError as exc:
                 self.result.rejected.append(f"camera_info on {self.info_topic}: {exc}")
+                self.result.grid_problem = f"camera_info on {self.info_topic}: {exc}"
                 frame.calibration = self.calibration = None  # said once per calibration
                 return
-            self.lookup = (key, grid_lookup(camera, self.opt.grid, drivable.shape))
+            self.lookup = (key, lookup)
         data = sample_grid(self.lookup[1], drivable)
         msg = bm.occupancy_grid(data, self.opt.grid, bm.header(
             bm.stamp_ns(frame.msg.header), self.opt.grid_frame))
@@ -432,6 +441,7 @@ def build_report(results: Sequence[BagResult], segmenter: Segmenter, options: Ev
             "first_stamp_ns": r.stamps_first_last[0] if r.stamps_first_last else None,
             "last_stamp_ns": r.stamps_first_last[1] if r.stamps_first_last else None,
             "damage": r.damage, "notes": r.notes, "drivable_grids": r.grids,
+            "drivable_grid_problem": r.grid_problem,
             "metrics": _scores(r.matrix, r.scored, segmenter),
         } for r in results],
         "weights": str(segmenter.weights),
@@ -748,7 +758,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: error: bag {b['path']} is damaged: {b['damage']}; the "
               f"{b['frames']} frames before the damage were evaluated and written to "
               f"{b['output']}", file=sys.stderr)
-    return 1 if damaged or report["failed_bags"] else 0
+    empty = [b for b in report["bags"] if b["frames"] == 0]
+    for b in empty:
+        print(f"{prog}: error: bag {b['path']} has no frames on {b['topic']}", file=sys.stderr)
+    no_grid = [b for b in report["bags"] if b.get("drivable_grid_problem")]
+    for b in no_grid:
+        print(f"{prog}: error: bag {b['path']}: no drivable grid written: "
+              f"{b['drivable_grid_problem']}", file=sys.stderr)
+    return 1 if damaged or report["failed_bags"] or empty or no_grid else 0
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import math
 import re
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,11 +211,65 @@ def save_checkpoint(path: str | Path, model: nn.Module, card: ModelCard, *,
     return Path(path)
 
 
+MAX_PICKLE_BYTES = 8 * 1024 * 1024
+"""Largest ``data.pkl`` member (the card and the tensors' names; ~10 KB in practice)."""
+MAX_MEMBERS = 10_000
+"""Most members a checkpoint archive may have (one per tensor, plus a few)."""
+MAX_CLASSES = 255
+#: the largest model_kwargs a checkpoint's size limit allows for (FCN-8s as VGG-16 has it)
+_LARGEST_KWARGS: dict[str, dict[str, Any]] = {"fcn8s": {"fc_channels": 4096}}
+
+
+@functools.lru_cache(maxsize=1)
+def max_tensor_bytes() -> int:
+    """The most tensor bytes a checkpoint may hold: fp32 parameters and buffers of the largest
+    registered model at :data:`MAX_CLASSES` classes (built on the meta device: no memory),
+    plus 5 %. A file whose archive declares more is refused before anything is inflated."""
+    largest = 0
+    for name in list_models():
+        with torch.device("meta"):
+            model = build_model(name, num_classes=MAX_CLASSES, **_LARGEST_KWARGS.get(name, {}))
+        count = sum(t.numel() for t in (*model.parameters(), *model.buffers()))
+        largest = max(largest, count * 4)
+    return int(largest * 1.05) + 1024 * 1024
+
+
+def check_archive(path: Path) -> None:
+    """Refuse a weights file whose zip members declare more than a checkpoint can hold (a
+    small file that inflates to gigabytes), before torch reads a byte of it."""
+    limit = max_tensor_bytes()
+    if path.stat().st_size > limit + MAX_PICKLE_BYTES:
+        raise SSNetError(f"weights file {path} has {path.stat().st_size / 1e6:.0f} MB, more "
+                         f"than any ssnet_ros checkpoint can hold "
+                         f"({(limit + MAX_PICKLE_BYTES) / 1e6:.0f} MB)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise SSNetError(f"weights file {path} is corrupt or not a PyTorch file (not the zip "
+                         f"archive torch.save writes: {str(exc)[:120]})") from None
+    if len(members) > MAX_MEMBERS:
+        raise SSNetError(f"weights file {path} has {len(members)} archive members, more "
+                         f"than a checkpoint holds ({MAX_MEMBERS})")
+    tensors = 0
+    for member in members:
+        if member.filename.endswith("data.pkl") and member.file_size > MAX_PICKLE_BYTES:
+            raise SSNetError(f"weights file {path}: its {member.filename} would inflate to "
+                             f"{member.file_size / 1e6:.0f} MB, more than a checkpoint's "
+                             f"{MAX_PICKLE_BYTES / 1e6:.0f} MB: refused unread")
+        tensors += member.file_size
+    if tensors > limit + MAX_PICKLE_BYTES:
+        raise SSNetError(f"weights file {path} would inflate to {tensors / 1e6:.0f} MB, more "
+                         f"than the largest ssnet_ros model holds ({limit / 1e6:.0f} MB): "
+                         f"refused unread")
+
+
 def _read_payload(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise SSNetError(f"weights file {path} does not exist")
     if not path.is_file():
         raise SSNetError(f"weights file {path} is not a file")
+    check_archive(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign files

@@ -33,6 +33,93 @@ so KITTI's grid covers about 6-24 m ahead."""
 #: rotation taking optical-frame vectors to the camera body frame (columns: optical x, y, z)
 BODY_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "")
+#: coefficients D holds for each distortion model (an empty D: no distortion, any model)
+DISTORTION_LENGTHS = {"plumb_bob": (5,), "rational_polynomial": (8,), "": (0, 5, 8)}
+MAX_DISTORTION = 1000.0
+"""Largest |coefficient| of D taken as a calibration (real ones are below 100)."""
+MAX_CAMERA_SIDE = 16384
+FOLD_SHARE = 0.5
+"""D is refused when its radial distortion folds back within this share of the image's
+corner radius (from the principal point)."""
+ASPECT_TOLERANCE = 0.02
+"""Relative difference of aspect ratio up to which camera_info's size is scaled to the image's
+(binning, resizing); beyond it the calibration is for another camera or crop."""
+MAX_GRID_BYTES = 512 * 1024 * 1024
+"""Most memory projecting one grid may take (:data:`GRID_BYTES_PER_CELL` per cell)."""
+GRID_BYTES_PER_CELL = 200
+"""Peak bytes per cell of :func:`grid_lookup` (cell centres, optical points, pixels, index
+and distance as float64/int64 arrays: 162 B/cell measured at 2000x2000 cells)."""
+
+
+def _finite(values: Sequence[float]) -> bool:
+    return all(math.isfinite(float(v)) for v in values)
+
+
+def _distort_radius(d: Sequence[float], r: np.ndarray) -> np.ndarray:
+    """Distorted radius of undistorted normalised radii ``r`` (radial terms of D)."""
+    c = list(d) + [0.0] * (8 - len(d))
+    r2 = r * r
+    with np.errstate(all="ignore"):
+        return r * (1 + c[0] * r2 + c[1] * r2 ** 2 + c[4] * r2 ** 3) / (
+            1 + c[5] * r2 + c[6] * r2 ** 2 + c[7] * r2 ** 3)
+
+
+def fold_radius(d: Sequence[float]) -> float:
+    """The undistorted normalised radius up to which D's radial distortion keeps growing (one
+    ray, one pixel); inf without distortion. Beyond it rays fold back into the image, so
+    cells there are unknown, never a pixel the ray does not see."""
+    if not any(d):
+        return math.inf
+    r = np.linspace(0.0, 20.0, 20001)
+    rd = _distort_radius(d, r)
+    bad = ~np.isfinite(rd[1:]) | (np.diff(rd) <= 0)
+    return float(r[np.argmax(bad)]) if bad.any() else math.inf
+
+
+def calibration_problem(k: Sequence[float], width: int, height: int, d: Sequence[float] = (),
+                        distortion_model: str = "plumb_bob") -> str | None:
+    """Why intrinsics (camera_info K, size, D and its model) cannot place a grid on an image,
+    or None when they can."""
+    if len(k) != 9 or not _finite(k):
+        return "K must be 9 finite numbers"
+    if not (k[0] > 0 and k[4] > 0):
+        return f"K has fx {k[0]:g} and fy {k[4]:g}; both must be positive"
+    if (k[6], k[7], k[8]) != (0.0, 0.0, 1.0):
+        return f"K's last row is {list(k[6:])}, not [0, 0, 1]"
+    if not (1 <= width <= MAX_CAMERA_SIDE and 1 <= height <= MAX_CAMERA_SIDE):
+        return f"camera size {width}x{height} is outside 1..{MAX_CAMERA_SIDE} pixels per side"
+    if distortion_model not in DISTORTION_LENGTHS:
+        if any(d):
+            return (f"distortion model {distortion_model[:40]!r} is not one of plumb_bob, "
+                    f"rational_polynomial")
+    elif len(d) not in (0, *DISTORTION_LENGTHS[distortion_model]):
+        need = " or ".join(str(n) for n in DISTORTION_LENGTHS[distortion_model] if n)
+        return (f"D has {len(d)} coefficients; {distortion_model or 'no model'} takes {need}")
+    if not _finite(d):
+        return "D holds NaN or inf"
+    if any(abs(v) > MAX_DISTORTION for v in d):
+        return f"D has a coefficient beyond +-{MAX_DISTORTION:g}, not a calibration"
+    if any(d):
+        corners = [((u - k[2]) / k[0], (v - k[5]) / k[4]) for u in (0, width) for v in (0, height)]
+        reach = max(math.hypot(x, y) for x, y in corners)
+        fold = fold_radius(tuple(d))
+        # real lenses may fold just inside the corners (KITTI's D at 0.91 of the corner
+        # radius: those pixels are left unknown); folding within half of it is no lens
+        if math.isfinite(fold) and float(_distort_radius(d, np.array([fold]))[0]) < \
+                FOLD_SHARE * reach:
+            return (f"D folds the image over itself within {FOLD_SHARE:.0%} of its radius "
+                    f"(rays map to pixels of other rays): not a lens calibration")
+    return None
+
+
+def pose_problem(pose: Sequence[float]) -> str | None:
+    """Why a camera pose ``[x, y, z, roll, pitch, yaw]`` cannot look at the ground, or None."""
+    if len(pose) != 6 or not _finite(pose):
+        return "camera_pose must be 6 finite numbers [x, y, z, roll, pitch, yaw]"
+    if pose[2] <= 0:
+        return (f"camera_pose z is {pose[2]:g} m: the camera must be above the ground "
+                f"(the grid frame's z = 0 plane)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -49,8 +136,16 @@ class GridSpec:
         for name, (lo, hi) in (("x", self.x_range), ("y", self.y_range)):
             if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
                 raise SSNetError(f"grid {name} range [{lo}, {hi}] must be [min, max], min < max")
-        if self.width * self.height > 4096 * 4096:
-            raise SSNetError(f"grid of {self.width}x{self.height} cells is too large")
+        cells = self.width * self.height
+        if cells * GRID_BYTES_PER_CELL > MAX_GRID_BYTES:
+            coarsest = math.sqrt((self.x_range[1] - self.x_range[0]) *
+                                 (self.y_range[1] - self.y_range[0]) * GRID_BYTES_PER_CELL /
+                                 MAX_GRID_BYTES)
+            raise SSNetError(
+                f"grid of {self.width}x{self.height} cells at resolution {self.resolution:g} m "
+                f"needs about {cells * GRID_BYTES_PER_CELL / 1e6:.0f} MB to project, more than "
+                f"the limit of {MAX_GRID_BYTES / 1e6:.0f} MB; use a resolution of at least "
+                f"{math.ceil(coarsest * 1000) / 1000:g} m or smaller ranges")
 
     @property
     def width(self) -> int:
@@ -83,16 +178,10 @@ class Camera:
     distortion_model: str = "plumb_bob"
 
     def __post_init__(self) -> None:
-        if len(self.k) != 9 or not all(math.isfinite(v) for v in self.k) or self.k[0] <= 0 \
-                or self.k[4] <= 0:
-            raise SSNetError("camera K must be 9 finite numbers with fx, fy > 0")
-        if len(self.pose) != 6 or not all(math.isfinite(v) for v in self.pose):
-            raise SSNetError("camera_pose must be 6 finite numbers [x, y, z, roll, pitch, yaw]")
-        if self.width < 1 or self.height < 1:
-            raise SSNetError(f"camera size {self.width}x{self.height} must be positive")
-        if any(self.d) and self.distortion_model not in DISTORTION_MODELS:
-            raise SSNetError(f"distortion model {self.distortion_model!r} is not one of "
-                             f"plumb_bob, rational_polynomial")
+        problem = calibration_problem(self.k, self.width, self.height, self.d,
+                                      self.distortion_model) or pose_problem(self.pose)
+        if problem:
+            raise SSNetError(problem)
 
     def scaled(self, height: int, width: int) -> Camera:
         """The same camera for an image resized to ``height`` x ``width``."""
@@ -194,6 +283,9 @@ def grid_lookup(camera: Camera, grid: GridSpec, image_size: tuple[int, int] | No
     """Where each cell centre of ``grid`` (on z = 0) appears in an image of ``image_size``
     (height, width; default the camera's own size)."""
     h, w = image_size or (camera.height, camera.width)
+    if abs((w / h) / (camera.width / camera.height) - 1) > ASPECT_TOLERANCE:
+        raise SSNetError(f"the calibration is for {camera.width}x{camera.height} images but the "
+                         f"images are {w}x{h} (another aspect ratio: another camera or crop)")
     cam = camera.scaled(h, w) if (h, w) != (camera.height, camera.width) else camera
     xs, ys = grid.centres()
     points = np.stack([xs.ravel(), ys.ravel(), np.zeros(xs.size)], axis=1)
@@ -201,6 +293,9 @@ def grid_lookup(camera: Camera, grid: GridSpec, image_size: tuple[int, int] | No
     ahead = optical[:, 2] > 1e-3
     index = np.full(xs.size, -1, np.int64)
     distance = np.full(xs.size, np.inf)
+    fold = fold_radius(cam.d)
+    if math.isfinite(fold):  # beyond the fold a ray's pixel is another ray's: unknown
+        ahead &= np.hypot(*(optical[:, :2] / np.maximum(optical[:, 2:3], 1e-3)).T) < fold
     if ahead.any():
         uv = project(cam, optical[ahead])
         u, v = np.floor(uv[:, 0]), np.floor(uv[:, 1])
@@ -286,10 +381,19 @@ def kitti_camera(width: int = 1242, height: int = 375) -> Camera:
                   1242, 375, (0.0, 0.0, 1.65, 0.0, 0.0, 0.0)).scaled(height, width)
 
 
-__all__: Sequence[str] = ("Camera", "GridLookup", "GridSpec", "fuse_lookups", "grid_lookup",
-                          "grid_picture", "kitti_camera", "mark_unknown", "pose_from_optical",
-                          "resolved_range",
-                          "sample_grid", "FREE", "OCCUPIED", "UNKNOWN")
+def lookup_problem(lookup: GridLookup) -> str | None:
+    """Why a lookup gives no grid worth publishing (it sees no cell), or None."""
+    if not (lookup.index >= 0).any():
+        return ("the camera sees no cell of the grid (check camera_pose, the grid ranges and "
+                "camera_info)")
+    return None
+
+
+__all__: Sequence[str] = ("Camera", "GridLookup", "GridSpec", "calibration_problem",
+                          "fold_radius", "lookup_problem", "pose_problem",
+                          "fuse_lookups", "grid_lookup", "grid_picture", "kitti_camera",
+                          "mark_unknown", "pose_from_optical", "resolved_range", "sample_grid",
+                          "FREE", "OCCUPIED", "UNKNOWN")
 
 
 GRID_COLOURS = {FREE: (0, 200, 80), OCCUPIED: (200, 60, 60), UNKNOWN: (40, 40, 40)}

@@ -9,12 +9,19 @@ refuses it before a byte of pixels is allocated. Bounds:
   16.8 MP: 12 MP car cameras pass; the decoded RGB frame is then at most 50 MB);
 - compressed data of at most :data:`MAX_COMPRESSED_BYTES`;
 - compressed images must be PNG or JPEG (the formats of sensor_msgs/CompressedImage);
-- EXIF orientation is ignored: labels stay aligned with the pixels as the camera sent them.
+- EXIF orientation is ignored: labels stay aligned with the pixels as the camera sent them;
+- a JPEG whose data ends before the picture its header states (libjpeg then says "Corrupt
+  JPEG data" or "Premature end of JPEG file" on stderr and fills the rest) is refused: such a
+  header can claim 4000x4000 over 640x480 data. OpenCV gives no other access to libjpeg's
+  warnings, so the decoder's stderr is read during the decode (:func:`_decode_jpeg`).
 """
 
 from __future__ import annotations
 
+import os
 import struct
+import sys
+import threading
 
 import cv2
 import numpy as np
@@ -34,8 +41,8 @@ def check_size(height: int, width: int) -> None:
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
         raise SSNetError(f"image size {width}x{height} is outside 1..{MAX_SIDE} pixels per side")
     if height * width > MAX_PIXELS:
-        raise SSNetError(f"image size {width}x{height} ({height * width / 1e6:.1f} MP) exceeds "
-                         f"the limit of {MAX_PIXELS / 1e6:.1f} MP")
+        raise SSNetError(f"image size {width}x{height} ({height * width:,} pixels) exceeds "
+                         f"the limit of {MAX_PIXELS:,} pixels (4096x4096)")
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int]:
@@ -105,14 +112,68 @@ def decode_image(data: bytes | bytearray | memoryview, what: str = "compressed i
     except SSNetError as exc:
         raise SSNetError(f"{what}: {exc}") from None
     buf = np.frombuffer(data, np.uint8)
+    jpeg = bytes(data[:2]) == b"\xff\xd8"
     try:
-        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        if jpeg:
+            bgr, warning = _decode_jpeg(buf)
+        else:
+            bgr, warning = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION), ""
     except cv2.error as exc:
         raise SSNetError(f"{what} ({len(data)} bytes) could not be decoded: "
                          f"{str(exc).strip().splitlines()[-1]}") from None
+    if warning:
+        raise SSNetError(f"{what} ({len(data)} bytes, header {width}x{height}) is corrupt: "
+                         f"libjpeg: {warning[:160]}")
     if bgr is None:
         raise SSNetError(f"{what} ({len(data)} bytes) could not be decoded")
     if bgr.shape[:2] != (height, width):
         raise SSNetError(f"{what} decoded to {bgr.shape[1]}x{bgr.shape[0]} but its header "
                          f"says {width}x{height}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+#: libjpeg's warnings that mean the pixels are not all in the data (the rest is fill)
+_JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file")
+_stderr_lock = threading.Lock()
+_capture_fd: list[int] = []
+
+
+def _decode_jpeg(buf: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """cv2.imdecode of JPEG data with libjpeg's stderr warnings read meanwhile: (image, the
+    first damage warning or ""). Other text written to stderr meanwhile (by any thread) is
+    passed on."""
+    with _stderr_lock:
+        if not _capture_fd:
+            try:
+                _capture_fd.append(os.memfd_create("ssnet-jpeg-warnings"))
+            except (AttributeError, OSError):  # not Linux: no capture, the size check stays
+                _capture_fd.append(-1)
+        fd = _capture_fd[0]
+        if fd < 0:
+            return cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION), ""
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        saved = os.dup(2)
+        try:
+            os.dup2(fd, 2)
+            try:
+                bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+            finally:
+                os.dup2(saved, 2)
+        finally:
+            os.close(saved)
+        size = os.lseek(fd, 0, os.SEEK_CUR)
+        text = os.pread(fd, size, 0).decode("utf-8", "replace") if size else ""
+    damage, other = "", []
+    for line in text.splitlines(keepends=True):
+        if any(key in line for key in _JPEG_DAMAGE):
+            damage = damage or line.strip()
+        else:
+            other.append(line)
+    if other:
+        os.write(2, "".join(other).encode())
+    return bgr, damage

@@ -73,3 +73,50 @@ def auto_input_size(rule: Mapping[str, float], height: int, width: int,
     m = int(rule["multiple"])
     size = (max(m, round(height * scale / m) * m), max(m, round(width * scale / m) * m))
     return None if size == (height, width) else size
+
+
+BYTES_PER_INPUT_PIXEL = 1600
+"""Peak memory one frame takes per network-input pixel (fp32 activations of the larger of the
+shipped architectures: SSNet 1,570 B measured on the CPU between 320x240 and 640x480, FCN-8s
+640 B). 16384x16384 would need 430 GB; 2048x4096 13 GB."""
+MEMORY_SHARE = 0.5
+"""Share of the device's memory (RAM for the CPU, the GPU's own for CUDA) one frame may take."""
+MAX_INPUT_PIXELS = 4096 * 4096
+"""Largest network input, as the largest accepted image (:mod:`ssnet_ros.core.image_limits`)."""
+
+
+def device_memory(device: object = "cpu") -> int | None:
+    """Bytes of memory of ``device`` (a torch device or its name): the machine's RAM for the
+    CPU, the GPU's total memory for CUDA; None when unknown."""
+    import os
+
+    kind = str(device)
+    if kind.startswith("cuda"):
+        import torch
+
+        try:
+            return int(torch.cuda.get_device_properties(torch.device(kind)).total_memory)
+        except (RuntimeError, AssertionError, ValueError):
+            return None
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def input_size_problem(height: int, width: int, device: object = "cpu") -> str | None:
+    """Why a fixed network input of ``height`` x ``width`` cannot run on ``device`` (the
+    memory one frame needs, :data:`BYTES_PER_INPUT_PIXEL`), or None when it can."""
+    pixels = int(height) * int(width)
+    need = pixels * BYTES_PER_INPUT_PIXEL
+    if pixels > MAX_INPUT_PIXELS:
+        return (f"a network input of {width}x{height} ({pixels:,} pixels) is larger than the "
+                f"largest accepted image (4096x4096, {MAX_INPUT_PIXELS:,} pixels); one frame "
+                f"would need about {need / 2**30:.1f} GiB")
+    memory = device_memory(device)
+    if memory is not None and need > MEMORY_SHARE * memory:
+        return (f"a network input of {width}x{height} needs about {need / 2**30:.1f} GiB per "
+                f"frame, more than {MEMORY_SHARE:.0%} of the {memory / 2**30:.1f} GiB of "
+                f"{device} memory here; use at most about "
+                f"{int(MEMORY_SHARE * memory / BYTES_PER_INPUT_PIXEL) / 1e6:.1f} MP")
+    return None

@@ -21,7 +21,7 @@ from .checkpoint import ModelCard, load_checkpoint
 from .drivable import OFF, DrivableRule, check_classes, decide, fallback_labels, keep_connected
 from ..errors import SSNetError
 from .image_limits import MAX_SIDE
-from .input_size import auto_input_size
+from .input_size import auto_input_size, input_size_problem
 from .preprocessing import check_rgb, normalize, resize_frames, resize_nearest, resize_uint8
 from .render import OUTPUT_KEYS, PACK_ORDER, TRUST_KEY, DeviceTables, GraphCache, HostBuffers, \
     Rendered, alpha_weight, check_outputs, on_device, render_numpy, render_packed, unpack
@@ -201,6 +201,10 @@ class Segmenter:
                              f"1..{MAX_SIDE}")
         self.input_size = (int(input_size[0]), int(input_size[1])) if input_size else None
         """The fixed network input size (height, width); None: automatic or native."""
+        if self.input_size is not None:
+            problem = input_size_problem(*self.input_size, self.device)
+            if problem:
+                raise SSNetError(f"input_size: {problem}")
         self.channels_last = self.device.type == "cuda"
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         self.model = model.to(self.device, dtype=self.dtype, memory_format=memory_format).eval()

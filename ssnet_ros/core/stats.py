@@ -30,6 +30,8 @@ class RateMeter:
             raise ValueError(f"window must be > 0, got {window}")
         self.window = window
         self.total = 0
+        self.last = -math.inf
+        """Time of the latest event (-inf before the first)."""
         self._times: deque[float] = deque()
         self._lock = threading.Lock()
 
@@ -38,6 +40,7 @@ class RateMeter:
         now = time.monotonic() if now is None else now
         with self._lock:
             self.total += 1
+            self.last = now
             self._times.append(now)
             self._trim(now)
 

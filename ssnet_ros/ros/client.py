@@ -63,7 +63,7 @@ def use_large_image_profile() -> str:
 
 
 NODE_MODULE = "ssnet_ros.node"
-LIFECYCLE_MODULE = "ssnet_ros.ros.lifecycle"
+LIFECYCLE_MODULE = "ssnet_ros.lifecycle_node"
 
 
 def node_command(params: Mapping[str, Any], remaps: Mapping[str, str] | None = None,

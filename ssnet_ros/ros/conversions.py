@@ -26,6 +26,13 @@ __all__ = ["CHANNELS", "MAX_SIDE", "check_compressed", "check_image", "compresse
            "image_to_rgb", "mono8_msg", "rgb8_msg"]
 
 
+def shorten(text: str, limit: int = 40) -> str:
+    """``text`` quoted for a log line: at most ``limit`` characters of it, and its length."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 def check_image(msg: Image) -> int:
     """Validate a raw image's encoding, size, step and data length; return its channel count.
 
@@ -33,7 +40,7 @@ def check_image(msg: Image) -> int:
     """
     channels = CHANNELS.get(msg.encoding)
     if channels is None:
-        raise SSNetError(f"unsupported image encoding {msg.encoding!r} "
+        raise SSNetError(f"unsupported image encoding {shorten(msg.encoding)} "
                          f"(supported: {', '.join(CHANNELS)})")
     check_size(msg.height, msg.width)
     row = msg.width * channels
@@ -72,12 +79,16 @@ def check_compressed(msg: CompressedImage) -> None:
     try:
         check_compressed_data(_bytes(msg.data))
     except SSNetError as exc:
-        raise SSNetError(f"compressed image ({msg.format or 'no format'}): {exc}") from None
+        raise SSNetError(f"compressed image ({_format(msg)}): {exc}") from None
 
 
 def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     """Decode a PNG or JPEG compressed image to HxWx3 uint8 RGB, size checked first."""
-    return decode_image(_bytes(msg.data), f"compressed image ({msg.format or 'no format'})")
+    return decode_image(_bytes(msg.data), f"compressed image ({_format(msg)})")
+
+
+def _format(msg: CompressedImage) -> str:
+    return (msg.format[:40] + "...") if len(msg.format) > 40 else (msg.format or "no format")
 
 
 def _data(pixels: np.ndarray) -> array.array:

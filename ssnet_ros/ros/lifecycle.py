@@ -26,11 +26,12 @@ import sys
 from typing import Any
 
 import numpy as np
+from lifecycle_msgs.srv import ChangeState
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
 from ..errors import SSNetError
-from .node import NODE_NAME, SegmentationBase, main as run_node
+from .node import NODE_NAME, SegmentationBase, _Interrupted, main as run_node
 
 WARM_UP_SIZE = (360, 480)
 """Frame size of the warm-up pass at configure (the first real frame of another size pays
@@ -44,20 +45,55 @@ class SegmentationLifecycleNode(SegmentationBase, LifecycleNode):
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         LifecycleNode.__init__(self, node_name, **kwargs)
+        self.configuring = False
+        """True while configure loads the model (a SIGINT/SIGTERM then ends it at once)."""
+        service = self._service_change_state
+        self._rclpy_change_state = service.callback
+        service.callback = self._on_change_state
         self._init_state()
         self._declare_parameters()
         self._warn_unknown_overrides()
         self.get_logger().info("unconfigured; configure and activate it to segment")
 
+    def _on_change_state(self, request: ChangeState.Request, response: ChangeState.Response
+                         ) -> ChangeState.Response:
+        """rclpy's ChangeState service, answering a transition that is invalid in the current
+        state (rclpy raises inside the executor and never replies) with success false."""
+        transition = request.transition
+        valid = {t[0]: t[1] for t in self._state_machine.available_transitions}
+        if not transition.label and transition.id not in valid:
+            current = self._state_machine.current_state[1]
+            self.get_logger().warning(
+                f"refused transition {transition.id}: not valid in state {current} (valid: "
+                f"{', '.join(f'{i} {label}' for i, label in sorted(valid.items()))})")
+            response.success = False
+            return response
+        try:
+            return self._rclpy_change_state(request, response)
+        except Exception as exc:  # noqa: BLE001 - rclpy raises RCLError and RuntimeError
+            self.get_logger().warning(f"refused transition {transition.id} "
+                                      f"{transition.label!r}: {' '.join(str(exc).split())[:200]}")
+            response.success = False
+            return response
+
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            self._load(self._current_values())
-            assert self.segmenter is not None
-            size = self.settings.input_size or WARM_UP_SIZE
-            self.segmenter(np.zeros((*size, 3), np.uint8), confidence=False)
-            self._open_outputs()
+            self.configuring = True
+            try:
+                self._load(self._current_values())
+                assert self.segmenter is not None
+                size = self.settings.input_size or WARM_UP_SIZE
+                self.segmenter(np.zeros((*size, 3), np.uint8), confidence=False)
+                self._open_outputs()
+            finally:
+                self.configuring = False
         except SSNetError as exc:
             self.get_logger().error(f"cannot configure: {exc}")
+            self._unload()
+            return TransitionCallbackReturn.FAILURE
+        except _Interrupted:
+            self.get_logger().info("configure interrupted by SIGINT/SIGTERM: stopping")
+            self._close_outputs()
             self._unload()
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f"configured: {self.segmenter.weights} on "
@@ -103,4 +139,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ..startup import ignore_signals
+
+    code = main()
+    ignore_signals()
+    sys.exit(code)

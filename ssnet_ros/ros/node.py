@@ -16,7 +16,6 @@ from __future__ import annotations
 import array
 import dataclasses
 import difflib
-import math
 import os
 import re
 import signal
@@ -31,7 +30,7 @@ import rclpy.logging
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
-                               ParameterException)
+                               ParameterException, ParameterNotDeclaredException)
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -49,11 +48,12 @@ from .parameters import DERIVED_PARAMETERS, OUTPUTS, PARAMETERS, TRUST_TOPIC, ca
 from .conversions import (camera_info_topic, check_compressed, check_image, compressed_to_rgb,
                           image_to_rgb, mono8_msg, rgb8_msg)
 from ..errors import SSNetError
+from ..startup import STOP, Interrupted, die_with_parent
 from ..core.render import CHANNELS
 from ..core.checkpoint import read_card
 from ..core.ground_grid import Camera as GroundCamera
-from ..core.ground_grid import GridLookup, fuse_lookups, grid_lookup, mark_unknown, \
-    pose_from_optical, sample_grid
+from ..core.ground_grid import GridLookup, calibration_problem, fuse_lookups, grid_lookup, \
+    lookup_problem, mark_unknown, pose_from_optical, sample_grid
 from ..core.drivable import DrivableRule, check_classes
 from ..core.segmenter import Segmenter, resolve_weights
 from ..core.stats import Counter, GapCounter, LatencyWindow, RateMeter
@@ -110,6 +110,10 @@ class Camera:
         self.low_trust = Counter()
         """Frames whose drivable trust was below trust_threshold."""
         self.trust_published = Counter()
+        self.calibration_problem: str | None = None
+        """Why the latest camera_info cannot place a grid (None: usable, or none yet)."""
+        self.grid_problem: str | None = None
+        """Why the latest frame gave no drivable grid (pose, size, nothing seen; None: fine)."""
 
     def wanted(self, publish: dict[str, bool]) -> set[str]:
         """Outputs switched on that someone subscribes to."""
@@ -388,6 +392,14 @@ class SegmentationBase:
                 self._hold_empty(name, types[name])
         self._derived_declared = True
 
+    def _check_undeclared_parameters(self, parameter_list: list[Parameter]) -> None:
+        """rclpy's check, fixed: it names the undeclared parameters (rclpy consumes its
+        generator and says ``[]``) and refuses an empty name (rclpy lets it through)."""
+        declared = self._parameters  # type: ignore[attr-defined]
+        undeclared = [p.name for p in parameter_list if not p.name or p.name not in declared]
+        if undeclared:
+            raise ParameterNotDeclaredException(undeclared)
+
     def _check_new_parameters(self, params: list[Parameter]) -> SetParametersResult:
         startup = {spec.name for spec in PARAMETERS if not spec.dynamic}
         for p in params:
@@ -457,10 +469,16 @@ class SegmentationBase:
     # -- data path --------------------------------------------------------------------------
 
     def _on_camera_info(self, cam: Camera, msg: CameraInfo) -> None:
-        fx = float(msg.k[0]) if len(msg.k) == 9 else 0.0
-        cam.focal_px = fx if math.isfinite(fx) and fx > 0 else None
-        cam.calibration = msg if cam.focal_px and msg.width > 0 and msg.height > 0 else None
-        if msg.width > 0 and msg.height > 0 and self.segmenter.cuda_graphs:
+        problem = calibration_problem(tuple(float(v) for v in msg.k), int(msg.width),
+                                      int(msg.height), tuple(float(v) for v in msg.d),
+                                      str(msg.distortion_model))
+        cam.focal_px = None if problem else float(msg.k[0])
+        cam.calibration = None if problem else msg
+        if problem and problem != cam.calibration_problem:
+            self.get_logger().warning(f"no drivable grid from {cam.info_topic}: its "
+                                      f"camera_info is unusable: {problem}")
+        cam.calibration_problem = problem
+        if not problem and self.segmenter.cuda_graphs:
             self._warm_up(cam, msg.height, msg.width)
 
     def _warm_up(self, cam: Camera, height: int, width: int) -> None:
@@ -604,7 +622,8 @@ class SegmentationBase:
         OccupancyGrid: with several cameras each cell takes the nearest camera that sees it
         (of the cameras in this batch); the stamp is the newest of their images'."""
         parts = [(cam, lookup, mask, header) for cam, mask, header in frames
-                 if (lookup := self._camera_lookup(cam, mask.shape[:2], header)) is not None]
+                 if (lookup := self._lookup_or_problem(cam, mask.shape[:2], header))
+                 is not None]
         if not parts:
             return
         key = tuple(id(lookup) for _, lookup, _, _ in parts)
@@ -666,6 +685,23 @@ class SegmentationBase:
                             f"{self.settings.grid_frame} -> {header.frame_id!r}: {exc}")
             return None
 
+    def _lookup_or_problem(self, cam: Camera, size: tuple[int, int], header: Header
+                           ) -> GridLookup | None:
+        """:meth:`_camera_lookup`, with why there is none kept for the diagnostics."""
+        try:
+            lookup = self._camera_lookup(cam, size, header)
+        except SSNetError as exc:
+            lookup, cam.grid_problem = None, str(exc)
+        if lookup is not None:
+            cam.grid_problem = lookup_problem(lookup)
+            if cam.grid_problem:
+                self._log_error(f"no drivable grid from {cam.input_topic}: "
+                                f"{cam.grid_problem}")
+                return None
+        elif cam.calibration is not None and cam.grid_problem is None:
+            cam.grid_problem = "no camera pose (see the log)"
+        return lookup
+
     def _camera_lookup(self, cam: Camera, size: tuple[int, int], header: Header
                        ) -> GridLookup | None:
         """The camera's cell-to-pixel lookup for its latest camera_info, pose and this image
@@ -689,10 +725,10 @@ class SegmentationBase:
                 camera = GroundCamera(tuple(float(v) for v in info.k), int(info.width),
                                       int(info.height), pose,
                                       tuple(float(v) for v in info.d), info.distortion_model)
+                cam.grid = (key, grid_lookup(camera, s.grid, size))
             except SSNetError as exc:
                 self._log_error(f"no drivable grid: camera_info on {cam.info_topic}: {exc}")
-                return None
-            cam.grid = (key, grid_lookup(camera, s.grid, size))
+                raise
         return cam.grid[1]
 
     # -- diagnostics ------------------------------------------------------------------------
@@ -705,6 +741,7 @@ class SegmentationBase:
         new_rejects, cam.rejected_reported = rejected - cam.rejected_reported, rejected
         new_failures, cam.failed_reported = failed - cam.failed_reported, failed
         level, message = DiagnosticStatus.OK, f"{rate_in:.1f} Hz in, {rate_out:.1f} Hz out"
+        grid = self._grid_trouble(cam)
         if cam.received.total == 0:
             message = f"waiting for images on {cam.input_topic}"
         elif new_rejects:
@@ -715,6 +752,13 @@ class SegmentationBase:
             level, message = DiagnosticStatus.WARN, (
                 f"drivable trust {cam.trust:.2f} below trust_threshold "
                 f"{s.trust_threshold:.2f}: {cam.trust_reason}")
+        elif rate_in == 0.0 and rate_out == 0.0:  # too few frames in the window for a rate
+            message = (f"last image {time.monotonic() - cam.received.last:.1f} s ago on "
+                       f"{cam.input_topic}, {cam.processed.total} processed in all")
+        if grid:
+            message = f"no drivable grid: {grid}" if level == DiagnosticStatus.OK else \
+                f"{message}; no drivable grid: {grid}"
+            level = DiagnosticStatus.WARN
         values = {
             "input_rate_hz": f"{rate_in:.2f}", "output_rate_hz": f"{rate_out:.2f}",
             "frames_received": cam.received.total, "frames_processed": cam.processed.total,
@@ -735,6 +779,7 @@ class SegmentationBase:
                                     "none (the checkpoint's card has no trust model)")
         values["trust_threshold"] = f"{s.trust_threshold:.2f}"
         values["frames_low_trust"] = cam.low_trust.value
+        values["drivable_grid_problem"] = grid or "none"
         batch = cam.batch_size.percentile_ms(50) / 1000.0  # counts, not seconds
         values.update({
             "input_topic": cam.input_topic, "weights": str(seg.weights),
@@ -750,6 +795,18 @@ class SegmentationBase:
                                 name=status_name(self.get_fully_qualified_name(), cam.name),
                                 message=message, hardware_id=str(seg.device),
                                 values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+
+    def _grid_trouble(self, cam: Camera) -> str | None:
+        """Why this camera gives no drivable grid while the node is to publish one (None: it
+        does, or none is configured)."""
+        if getattr(self, "_grid_pub", None) is None or not self.settings.publish_grid:
+            return None
+        if cam.calibration_problem:
+            return f"camera_info on {cam.info_topic} is unusable: {cam.calibration_problem}"
+        if cam.calibration is None and cam.received.total > 0 and (
+                self.settings.camera_pose or self._grid_wanted()):  # asked for, or listened to
+            return f"no camera_info on {cam.info_topic}"
+        return cam.grid_problem
 
     def _publish_diagnostics(self) -> None:
         header = Header(stamp=self.get_clock().now().to_msg())
@@ -804,9 +861,7 @@ def _reason(exc: ParameterException) -> str:
     return str(exc).rsplit(": ", 1)[0]
 
 
-class _Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived while the node was starting (not an Exception, so that no
-    ``except Exception`` on the way, e.g. around torch.load, mistakes it for an error)."""
+_Interrupted = Interrupted
 
 
 #: oneDNN (PyTorch's CPU kernels) caches compiled primitives per input shape, 1024 by default;
@@ -859,20 +914,26 @@ def main(argv: list[str] | None = None, node_class: type | None = None,
         print(f"{program}: cannot start: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     bound_cpu_kernel_cache()
-    stop = threading.Event()
+    stop = STOP  # set by a signal during the imports too (ssnet_ros.startup)
     ready = False
+    node: Any = None
 
     def on_signal(signum: int, frame: Any) -> None:
-        # Signal policy: the first SIGINT/SIGTERM stops the node; later ones (a double Ctrl-C,
-        # a launch system forwarding the signal) are ignored while it stops, which takes at
-        # most the worker's join timeout, so nothing is interrupted half-way.
+        # Signal policy: the first SIGINT/SIGTERM stops the node (while it starts, or a
+        # lifecycle configure loads the model, it ends that at once); later ones (a double
+        # Ctrl-C, a launch system forwarding the signal) are ignored while it stops, which
+        # takes at most the worker's join timeout, so nothing is interrupted half-way.
         first = not stop.is_set()
         stop.set()
-        if first and not ready:
+        if first and (not ready or getattr(node, "configuring", False)):
             raise _Interrupted
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    node: Any = None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    die_with_parent()
+    if stop.is_set():  # a signal arrived while the modules were imported
+        rclpy.try_shutdown()
+        return 0
     code = 0
     finished = True
     try:
@@ -901,8 +962,8 @@ def main(argv: list[str] | None = None, node_class: type | None = None,
         ready = True  # from here on every signal is ignored (see on_signal)
         finished = node.close() if node is not None else True
         rclpy.try_shutdown()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # ending: every later signal is ignored
+            signal.signal(sig, signal.SIG_IGN)
     if not finished:
         # The worker is still inside the network; interpreter teardown would abort under it
         # ("terminate called without an active exception"), so leave without teardown.

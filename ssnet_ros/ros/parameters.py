@@ -14,7 +14,8 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.parameter import Parameter
 
 from ..core.drivable import DEFAULT_CONNECTED, DEFAULT_FLOOR, DrivableRule
-from ..core.ground_grid import GridSpec
+from ..core.ground_grid import GridSpec, pose_problem
+from ..core.input_size import input_size_problem
 from ..core.segmenter import PRECISIONS, resolve_device, resolve_precision
 from ..errors import SSNetError
 
@@ -220,6 +221,10 @@ def validate(values: dict[str, Any]) -> Settings:
     if (h == 0) != (w == 0):
         raise SSNetError(f"parameters input_height ({h}) and input_width ({w}) must both be 0 "
                          f"(automatic size) or both be positive")
+    if h:
+        problem = input_size_problem(h, w, dev)
+        if problem:
+            raise SSNetError(f"parameters input_height and input_width: {problem}")
     drivable = values["drivable_classes"] or None
     cameras = tuple(str(c) for c in values["cameras"] or ())
     for name in cameras:
@@ -235,6 +240,11 @@ def validate(values: dict[str, Any]) -> Settings:
             "six numbers"
         raise SSNetError(f"parameter camera_pose must be empty or {each} [x, y, z, roll, "
                          f"pitch, yaw], got {list(pose)}")
+    for i in range(0, len(pose), 6):
+        problem = pose_problem(pose[i:i + 6])
+        if problem:
+            which = f" (camera {cameras[i // 6]})" if cameras else ""
+            raise SSNetError(f"parameter camera_pose{which}: {problem}")
     for name in ("grid_x_range", "grid_y_range"):
         rng = list(values[name] or ())
         if len(rng) != 2:

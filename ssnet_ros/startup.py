@@ -1,0 +1,81 @@
+"""What a node process does before its slow imports (rclpy, torch: seconds): take SIGINT and
+SIGTERM, so that Ctrl-C at any moment of start-up ends it cleanly, and follow its parent.
+
+Signal policy of the node processes: the first SIGINT or SIGTERM stops the node (during
+start-up it ends the start-up at once, exit 0, no traceback); later ones are ignored while it
+stops. On Linux the process also asks the kernel for SIGTERM when its parent dies
+(``prctl(PR_SET_PDEATHSIG)``), so a node holding a GPU does not outlive a ``ros2 launch`` that
+was killed (upstream launch leaves its children running then).
+
+Imports nothing heavy: the entry points (:mod:`ssnet_ros.node`,
+:mod:`ssnet_ros.lifecycle_node`) call :func:`guard_start` before they import the node.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import sys
+import threading
+from typing import Any
+
+STOP = threading.Event()
+"""Set by the first SIGINT/SIGTERM of the process."""
+PR_SET_PDEATHSIG = 1
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived while the node was starting (not an Exception, so that no
+    ``except Exception`` on the way, e.g. around torch.load, mistakes it for an error)."""
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    first = not STOP.is_set()
+    STOP.set()
+    if first:
+        raise Interrupted
+
+
+def guard_start() -> None:
+    """Take SIGINT and SIGTERM (the first ends the start-up, see the module docstring) and
+    ask for SIGTERM when the parent process dies."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
+    die_with_parent()
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> bool:
+    """Ask Linux to send ``signum`` to this process when its parent dies; False elsewhere or
+    when the call fails."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def ignore_signals() -> None:
+    """Ignore SIGINT/SIGTERM from now on: the process is ending (Python restores the default
+    action of signals with Python handlers at exit, where a late second Ctrl-C would kill it
+    by the signal; ignored signals stay ignored)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def run_node(lifecycle: bool, argv: list[str] | None = None) -> int:
+    """Guard the start-up, import the node and run it until SIGINT/SIGTERM (exit status)."""
+    guard_start()
+    code = 0
+    try:
+        if lifecycle:
+            from .ros.lifecycle import main
+        else:
+            from .ros.node import main
+        if not STOP.is_set():
+            code = main(argv)
+    except Interrupted:
+        pass
+    ignore_signals()
+    return code
