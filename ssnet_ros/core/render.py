@@ -29,7 +29,7 @@ CHANNELS = {"labels": 1, "drivable_mask": 1, "confidence": 1, "color": 3, "overl
 MAX_GRAPHS = 8
 
 Rendered = dict[str, np.ndarray]
-GraphKey = tuple[int, int, int, tuple[str, ...]]
+GraphKey = tuple[int, int, int, tuple[str, ...], object]
 
 
 def check_outputs(outputs: Collection[str]) -> tuple[str, ...]:
@@ -147,10 +147,13 @@ class GraphCache:
     def __len__(self) -> int:
         return len(self._graphs)
 
-    def run(self, batch: torch.Tensor, outputs: tuple[str, ...]) -> torch.Tensor:
-        """``render(batch, outputs)`` by graph replay; ``batch`` may be pinned host memory."""
+    def run(self, batch: torch.Tensor, outputs: tuple[str, ...], tag: object = None
+            ) -> torch.Tensor:
+        """``render(batch, outputs)`` by graph replay; ``batch`` may be pinned host memory.
+        ``tag`` is part of the key: what else the captured work depends on (the network
+        size)."""
         n, h, w = batch.shape[:3]
-        key = (n, h, w, outputs)
+        key = (n, h, w, outputs, tag)
         entry = self._graphs.get(key)
         if entry is None:
             entry = self._capture(key)
@@ -163,7 +166,7 @@ class GraphCache:
 
     def _capture(self, key: GraphKey) -> tuple[torch.cuda.CUDAGraph, torch.Tensor,
                                                torch.Tensor]:
-        n, h, w, outputs = key
+        n, h, w, outputs, _ = key
         while len(self._graphs) >= self.size:
             self._graphs.popitem(last=False)
         static_in = torch.zeros((n, h, w, 3), dtype=torch.uint8, device=self.device)

@@ -197,14 +197,19 @@ class Segmenter:
             h, w = self.input_size or self.card.train_size
             self.segment_batch([np.zeros((h, w, 3), np.uint8)])
 
+    cache_resets = 0
+    """Times :meth:`set_focal_length` changed the focal length, which drops the captured CUDA
+    graphs (counted on every device: the CPU path counts the event the CUDA path pays for).
+    Cameras that give their focal length per call (:meth:`render_batch`) cause none."""
+
     def set_focal_length(self, focal_px: float | None) -> None:
         """Use the camera's focal length (pixels, camera_info K[0]; None: unknown) for the
         automatic input size from now on."""
-        if focal_px is not None and not (math.isfinite(focal_px) and focal_px > 0):
-            focal_px = None
+        focal_px = _usable_focal(focal_px)
         if focal_px == self.focal_px:
             return
         self.focal_px = focal_px
+        self.cache_resets += 1
         if self._graphs is not None:  # captured graphs hold the old network size
             self._graphs = GraphCache(self._render_packed, self.device)
 
@@ -257,7 +262,8 @@ class Segmenter:
 
     def render_batch(self, images: Sequence[np.ndarray],
                      outputs: Collection[str] = OUTPUT_KEYS, *,
-                     overlay_alpha: float = 0.5) -> list[Rendered]:
+                     overlay_alpha: float = 0.5,
+                     focal_px: float | None | str = "current") -> list[Rendered]:
         """Message-ready uint8 outputs of several HxWx3 RGB images, one dict per image.
 
         ``outputs`` picks from :data:`ssnet_ros.core.render.OUTPUT_KEYS`: labels (HxW class ids),
@@ -266,7 +272,16 @@ class Segmenter:
         Images of equal size share one forward pass (on the CPU, up to
         :data:`CPU_BATCH_PIXELS` network-input pixels). On CUDA everything runs on the GPU and
         the arrays are views of one pinned buffer per size; on the CPU numpy draws them.
+        ``focal_px``: the focal length of this call's camera (default: the one set with
+        :meth:`set_focal_length`), for this call only: no graph is dropped (their key holds
+        the network size). One caller at a time.
         """
+        if focal_px != "current":
+            saved, self.focal_px = self.focal_px, _usable_focal(focal_px)  # type: ignore
+            try:
+                return self.render_batch(images, outputs, overlay_alpha=overlay_alpha)
+            finally:
+                self.focal_px = saved
         keys = check_outputs(outputs)
         weight = alpha_weight(overlay_alpha)
         results: list[Rendered] = [{} for _ in images]
@@ -304,7 +319,7 @@ class Segmenter:
         packed = None
         if self._graphs is not None:
             try:
-                packed = self._graphs.run(host, keys)
+                packed = self._graphs.run(host, keys, self.network_size(h, w))
             except RuntimeError as exc:  # an op that cannot be captured: stay eager
                 self._graphs, self.graph_error = None, f"{type(exc).__name__}: {exc}"
         if packed is None:
@@ -356,6 +371,12 @@ class FlipAveraged(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of ``x`` averaged with the mirrored logits of mirrored ``x``."""
         return 0.5 * (self.model(x) + self.model(x.flip(-1)).flip(-1))
+
+
+def _usable_focal(focal_px: float | None) -> float | None:
+    """A focal length in pixels, or None when it is not a positive finite number."""
+    return focal_px if focal_px is not None and math.isfinite(focal_px) and focal_px > 0 \
+        else None
 
 
 def _size_groups(images: Sequence[np.ndarray]) -> list[list[int]]:
