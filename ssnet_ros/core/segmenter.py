@@ -213,11 +213,14 @@ class Segmenter:
         if self._graphs is not None:  # captured graphs hold the old network size
             self._graphs = GraphCache(self._render_packed, self.device)
 
-    def network_size(self, height: int, width: int) -> tuple[int, int] | None:
-        """The network input (height, width) for an image of this size; None: its own size."""
+    def network_size(self, height: int, width: int,
+                     focal_px: float | None | str = "current") -> tuple[int, int] | None:
+        """The network input (height, width) for an image of this size; None: its own size.
+        ``focal_px``: a camera's focal length (default: the one set)."""
         if self.input_size is not None or self.native:
             return self.input_size
-        return auto_input_size(self.card.input_rule, height, width, self.focal_px)
+        focal = self.focal_px if isinstance(focal_px, str) else _usable_focal(focal_px)
+        return auto_input_size(self.card.input_rule, height, width, focal)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -277,7 +280,8 @@ class Segmenter:
         the network size). One caller at a time.
         """
         if focal_px != "current":
-            saved, self.focal_px = self.focal_px, _usable_focal(focal_px)  # type: ignore
+            saved = self.focal_px
+            self.focal_px = None if isinstance(focal_px, str) else _usable_focal(focal_px)
             try:
                 return self.render_batch(images, outputs, overlay_alpha=overlay_alpha)
             finally:
