@@ -87,3 +87,5 @@ def test_a_camera_keeps_its_own_lookup_and_size_decision(segmenter: Segmenter) -
     assert cam.lookup(GRID, (SIZE[0] // 2, SIZE[1] // 2)) is not first
     cam.set_calibration(Calibration((0.0,) * 9, SIZE[1], SIZE[0]))  # unusable: none
     assert cam.calibration is None and cam.focal_px is None
+    cam.set_calibration(Calibration((840.0, 0, 310, 0, -1.0, 86, 0, 0, 1), SIZE[1], SIZE[0]))
+    assert cam.lookup(GRID, SIZE) is None and "fx, fy > 0" in (cam.grid_problem or "")

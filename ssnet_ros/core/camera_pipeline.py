@@ -50,6 +50,8 @@ class CameraPipeline:
         """The camera body frame's [x, y, z, roll, pitch, yaw] in the grid frame (or None)."""
         self.calibration: Calibration | None = None
         self._lookup: tuple[tuple[object, ...], GridLookup] | None = None
+        self.grid_problem: str | None = None
+        """Why the last lookup failed (an unusable calibration or pose); None: it did not."""
         self._sizes: dict[tuple[int, int, int, float | None], tuple[int, int] | None] = {}
 
     @property
@@ -80,8 +82,13 @@ class CameraPipeline:
             return None
         key = (info, size, pose, grid)
         if self._lookup is None or self._lookup[0] != key:
-            camera = Camera(info.k, info.width, info.height, pose, info.d, info.model)
+            try:
+                camera = Camera(info.k, info.width, info.height, pose, info.d, info.model)
+            except SSNetError as exc:  # said by grid_problem; the frames are still segmented
+                self.grid_problem = str(exc)
+                return None
             self._lookup = (key, grid_lookup(camera, grid, size))
+            self.grid_problem = None
         return self._lookup[1]
 
 
