@@ -431,5 +431,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())
