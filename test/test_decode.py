@@ -44,7 +44,7 @@ def test_raw_and_compressed_frames_decode_to_the_same_pixels(frame: np.ndarray) 
         np.testing.assert_array_equal(decode.to_rgb(msg, kind), frame)
         np.testing.assert_array_equal(bm.to_rgb(msg), frame)  # the bag tools' path
     jpeg = bm.compressed(frame, hdr, "jpeg")
-    assert np.abs(bm.to_rgb(jpeg).astype(int) - frame).mean() < 3
+    assert np.abs(bm.to_rgb(jpeg).astype(int) - frame).mean() < 6  # lossy, textured road
 
 
 def test_decode_takes_the_checks_answer_and_reads_no_header_again(frame: np.ndarray) -> None:
