@@ -292,7 +292,7 @@ def test_a_png_bomb_among_good_frames_is_rejected_and_the_rest_segmented(
 def test_rejected_frames_do_not_pile_up_in_memory(tmp_path: Path, segmenter: Segmenter,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Frames in an unsupported encoding flush with the batch, not only good ones."""
-    from ssnet_ros.bags import evaluate as bag_eval
+    from ssnet_ros.bags import evaluator as bag_eval
 
     sizes = []
     original = bag_eval._BagEvaluator._flush

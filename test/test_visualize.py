@@ -7,7 +7,7 @@ import pytest
 
 from ssnet_ros.datasets.classes import CAMVID_PALETTE
 from ssnet_ros.core.visualize import colorize, confidence_to_mono8, mask_to_mono8, overlay, \
-    palette_lut, side_by_side
+    palette_lut, truth_panel
 
 RNG = np.random.default_rng(1)
 
@@ -67,14 +67,15 @@ def test_mask_to_mono8() -> None:
     assert mask_to_mono8(mask.astype(np.uint8)).tolist() == [[255, 0], [0, 255]]
 
 
-def test_side_by_side_concatenates_and_expands_grey() -> None:
-    a = np.full((3, 2, 3), 10, np.uint8)
-    b = np.full((3, 4), 200, np.uint8)
-    panel = side_by_side(a, b)
-    assert panel.shape == (3, 6, 3)
-    assert panel[0, 0].tolist() == [10] * 3 and panel[0, 5].tolist() == [200] * 3
-    with pytest.raises(ValueError):
-        side_by_side(a, np.zeros((4, 2, 3), np.uint8))
+def test_truth_panel_draws_input_prediction_and_truth_with_void_black() -> None:
+    image = np.full((4, 5, 3), 100, np.uint8)
+    labels = np.zeros((4, 5), np.uint8)
+    truth = np.full((4, 5), 255, np.uint8)  # all void
+    truth[0, 0] = 3
+    pic = truth_panel(image, labels, truth, CAMVID_PALETTE, caption="x", max_width=15)
+    row = pic[-4:]  # the caption band is above the row
+    assert pic.shape[1] == 15 and row[:, :5].tolist() == image.tolist()
+    assert row[0, 10].tolist() == list(CAMVID_PALETTE[3]) and row[1, 12].tolist() == [0, 0, 0]
 
 
 def test_legend_shows_every_class_colour_and_wraps() -> None:

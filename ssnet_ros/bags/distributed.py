@@ -5,7 +5,7 @@ bag: one worker per GPU with CUDA, else one per ``--threads`` CPU slots (``--thr
 slot and one thread per worker). The driver hands every worker one bag at a time, counts the
 frames of all bags on one progress bar, retries a bag whose worker died (``--retries``), and
 merges the per-bag results into the report of the sequential run
-(:func:`ssnet_ros.bags.evaluate.build_report`), so the metrics are the same numbers.
+(:func:`ssnet_ros.bags.evaluator.build_report`), so the metrics are the same numbers.
 
 The workers write every output under ``--out``, which must therefore be a folder all of them
 see (a shared filesystem): the output bag (atomically, by BagWriter), its pictures (atomically)
@@ -38,8 +38,8 @@ from ..core.fileio import atomic_path, write_json, write_png, write_text
 from ..core.segmenter import Segmenter
 from ..errors import SSNetError
 from .bagfile import BagReader, image_topic
-from .evaluate import (BagResult, EvalOptions, build_report, check_run, evaluate_bag,
-                       report_markdown, write_trust_scatter)
+from .evaluator import (BagResult, EvalOptions, build_report, check_run, evaluate_bag,
+                        report_markdown, write_trust_scatter)
 
 RESULT_SUFFIX = ".result.json"
 """``<out>/<bag name>.result.json``: written last by the worker; the bag is complete."""

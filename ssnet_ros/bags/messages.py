@@ -1,7 +1,7 @@
 """Bag messages (rosbags dataclasses and raw CDR) <-> numpy arrays.
 
-Pixels are decoded by :mod:`ssnet_ros.ros.conversions`, the node's own conversions, so a frame read
-from a bag passes the same validation and gives the same RGB array as one the node receives
+Pixels are decoded by :mod:`ssnet_ros.core.decode`, the node's own decoder, so a frame read from
+a bag passes the same validation and gives the same RGB array as one the node receives
 (rosbags' Image and CompressedImage carry the same fields as the rclpy messages).
 """
 
@@ -16,7 +16,8 @@ import numpy as np
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
-from ..ros.conversions import check_image, compressed_to_rgb, image_to_rgb
+from ..core.decode import BY_MSGTYPE, check_raw
+from ..core.decode import to_rgb as _decode
 from ..errors import SSNetError
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -53,9 +54,10 @@ def serialize(msg: Any) -> memoryview:
 
 def to_rgb(msg: Any) -> np.ndarray:
     """HxWx3 uint8 RGB of a bag Image or CompressedImage (SSNetError when malformed)."""
-    if msg.__msgtype__ == COMPRESSED:
-        return compressed_to_rgb(msg)
-    return image_to_rgb(msg)
+    kind = BY_MSGTYPE.get(msg.__msgtype__)
+    if kind is None:
+        raise SSNetError(f"a {msg.__msgtype__} message is not an image")
+    return _decode(msg, kind)
 
 
 def to_labels(msg: Any) -> np.ndarray:
@@ -65,7 +67,7 @@ def to_labels(msg: Any) -> np.ndarray:
         raise SSNetError(f"a label message must be a mono8 Image, got a {kind}")
     if msg.encoding == "8UC1":  # same layout; validate it as mono8
         msg = dataclasses.replace(msg, encoding="mono8")
-    check_image(msg)
+    check_raw(msg)
     rows = np.frombuffer(msg.data, np.uint8, count=msg.step * msg.height)
     return rows.reshape(msg.height, msg.step)[:, :msg.width]
 

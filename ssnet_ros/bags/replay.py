@@ -35,7 +35,8 @@ from ..errors import SSNetError
 from ..core import options as cli
 from ..core.fileio import check_file_output, write_json, write_text
 from ..ros.node import NODE_NAME, OUTPUTS
-from ..core.stats import percentile
+from ..core.stats import fmt as _fmt
+from ..core.stats import ms_summary as _latency_ms
 
 DEFAULT_OUTPUTS = ("labels", "drivable_mask", "overlay")
 
@@ -145,14 +146,6 @@ def _delta(after: dict[str, str], before: dict[str, str], key: str) -> int | Non
         return int(after[key]) - int(before[key])
     except (KeyError, ValueError):
         return None
-
-
-def _latency_ms(values: Sequence[float]) -> dict[str, float | None]:
-    if not values:
-        return dict.fromkeys(("p50", "p90", "p99", "max", "mean"))
-    return {"p50": percentile(values, 50) * 1e3, "p90": percentile(values, 90) * 1e3,
-            "p99": percentile(values, 99) * 1e3, "max": max(values) * 1e3,
-            "mean": sum(values) / len(values) * 1e3}
 
 
 def replay(context: Context, bag: str | Path, options: ReplayOptions) -> dict[str, Any]:
@@ -303,11 +296,7 @@ def _run(client: SegmentationClient, reader: BagReader, topic: str, rec: _Record
     }
 
 
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def report_markdown(report: dict[str, Any]) -> str:
+def replay_markdown(report: dict[str, Any]) -> str:
     """The replay report for people."""
     lat = report["latency_ms"]
     mode = "lockstep (each frame once the last was answered)" if report["mode"] == "lockstep" \
@@ -407,14 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli.entry_point("ssnet-replay", interrupted="nothing written", prefix="error: ")
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ssnet-replay."""
     args = build_parser().parse_args(argv)
-    prog = "ssnet-replay"
     if args.rate <= 0 and not args.lockstep:
-        print(f"{prog}: error: --rate must be > 0 (use --lockstep to follow the node)",
-              file=sys.stderr)
-        return 2
+        raise SSNetError("--rate must be > 0 (use --lockstep to follow the node)")
     options = ReplayOptions(topic=args.topic, rate=0.0 if args.lockstep else args.rate,
                             namespace=args.namespace, node_name=args.node_name,
                             input_topic=args.input_topic, outputs=tuple(args.outputs),
@@ -431,21 +418,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in ("replay.json", "replay.md"):
                 check_file_output(args.out / name, args.overwrite)
         report = replay(context, args.bag, options)
-    except SSNetError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; nothing written", file=sys.stderr)
-        return 130
     finally:
         rclpy.try_shutdown(context=context)
-    text = report_markdown(report)
+    text = replay_markdown(report)
     if args.out is not None:
         write_json(args.out / "replay.json", report)
         write_text(args.out / "replay.md", text)
     print(text)
     if report["damage"]:
-        print(f"{prog}: error: bag {args.bag} is damaged: {report['damage']}; the frames "
+        print(f"ssnet-replay: error: bag {args.bag} is damaged: {report['damage']}; the frames "
               f"before the damage were replayed", file=sys.stderr)
         return 1
     return 0

@@ -304,15 +304,54 @@ def _card_of(path: Path, payload: dict[str, Any]) -> ModelCard:
     return card
 
 
+payload_reads = 0
+"""Checkpoint files read (torch.load) in this process: a test counts them."""
+_payloads: dict[tuple[str, int, int, int], dict[str, Any]] = {}
+_cards: dict[tuple[str, int, int, int], ModelCard] = {}
+
+
+def _cache_key(path: Path) -> tuple[str, int, int, int] | None:
+    """(resolved path, inode, mtime, size): a file replaced or changed is read again."""
+    try:
+        stat = path.stat()
+        return str(path.resolve()), stat.st_ino, stat.st_mtime_ns, stat.st_size
+    except OSError:
+        return None
+
+
+def _payload(path: Path, keep: bool) -> dict[str, Any]:
+    """The checkpoint's contents: the one :func:`read_card` kept, else read now. ``keep``
+    holds it (one file at most) for the :func:`load_checkpoint` that usually follows: a node
+    reads the card for its parameters, then builds the model, from one read of the file."""
+    global payload_reads
+    key = _cache_key(path)
+    payload = _payloads.pop(key, None) if key else None  # dict operations: thread-safe
+    if payload is None:
+        payload_reads += 1
+        payload = _read_payload(path)
+    if keep and key:
+        _payloads.clear()
+        _payloads[key] = payload
+    return payload
+
+
 def read_card(path: str | Path) -> ModelCard:
-    """The validated model card of the checkpoint at ``path`` (weights not built)."""
-    return _card_of(Path(path), _read_payload(Path(path)))
+    """The validated model card of the checkpoint at ``path`` (weights not built; the file is
+    read once per process while it does not change)."""
+    path = Path(path)
+    key = _cache_key(path)
+    card = _cards.get(key) if key else None
+    if card is None:
+        card = _card_of(path, _payload(path, keep=True))
+        if key:
+            _cards[key] = card
+    return card
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, ModelCard]:
     """Build the model a checkpoint describes and load its weights (fp32, on the CPU, eval)."""
     path = Path(path)
-    payload = _read_payload(path)
+    payload = _payload(path, keep=False)
     card = _card_of(path, payload)
     try:
         model = build_from_card(card)

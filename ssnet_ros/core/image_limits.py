@@ -111,6 +111,13 @@ def decode_image(data: bytes | bytearray | memoryview, what: str = "compressed i
         height, width = check_compressed_data(data)
     except SSNetError as exc:
         raise SSNetError(f"{what}: {exc}") from None
+    return decode_checked(data, height, width, what)
+
+
+def decode_checked(data: bytes | bytearray | memoryview, height: int, width: int,
+                   what: str = "compressed image") -> np.ndarray:
+    """Decode PNG or JPEG data whose header :func:`check_compressed_data` passed, stating
+    ``height`` x ``width`` (not read again; the pixels must come out that size)."""
     buf = np.frombuffer(data, np.uint8)
     jpeg = bytes(data[:2]) == b"\xff\xd8"
     try:

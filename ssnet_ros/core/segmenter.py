@@ -248,6 +248,11 @@ class Segmenter:
         self._tables.floor.fill_(self.drivable_rule.floor)
         self._graphs = GraphCache(self._render_packed, self.device) if graphs else None
 
+    cache_resets = 0
+    """Times the captured CUDA graphs were dropped for a change of settings (counted on every
+    device: the CPU path counts the event the CUDA path pays for). A change of focal length
+    drops none: the graph key holds the network size."""
+
     def set_focal_length(self, focal_px: float | None) -> None:
         """Use the camera's focal length (pixels, camera_info K[0]; None: unknown) for the
         automatic input size from now on. Captured graphs stay: their key holds the network
@@ -280,14 +285,19 @@ class Segmenter:
         old, self.drivable_rule = self.drivable_rule, rule
         if self._tables is not None:
             self._tables.floor.fill_(rule.floor)  # captured graphs read its current value
-        if self._graphs is not None and (old.floor > 0.0) != (rule.floor > 0.0):
-            self._graphs = GraphCache(self._render_packed, self.device)  # floor on or off
+        if (old.floor > 0.0) != (rule.floor > 0.0):  # floor on or off: another render
+            self.cache_resets += 1
+            if self._graphs is not None:
+                self._graphs = GraphCache(self._render_packed, self.device)
 
-    def network_size(self, height: int, width: int) -> tuple[int, int] | None:
-        """The network input (height, width) for an image of this size; None: its own size."""
+    def network_size(self, height: int, width: int,
+                     focal_px: float | None | str = "current") -> tuple[int, int] | None:
+        """The network input (height, width) for an image of this size; None: its own size.
+        ``focal_px``: a camera's focal length (default: the one set)."""
         if self.input_size is not None or self.native:
             return self.input_size
-        return auto_input_size(self.card.input_rule, height, width, self.focal_px)
+        focal = self.focal_px if isinstance(focal_px, str) else _usable_focal(focal_px)
+        return auto_input_size(self.card.input_rule, height, width, focal)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -363,7 +373,8 @@ class Segmenter:
 
     def render_batch(self, images: Sequence[np.ndarray],
                      outputs: Collection[str] = OUTPUT_KEYS, *,
-                     overlay_alpha: float = 0.5, trust: bool = False) -> list[Rendered]:
+                     overlay_alpha: float = 0.5, trust: bool = False,
+                     focal_px: float | None | str = "current") -> list[Rendered]:
         """Message-ready uint8 outputs of several HxWx3 RGB images, one dict per image.
 
         ``outputs`` picks from :data:`ssnet_ros.core.render.OUTPUT_KEYS`: labels (HxW class ids),
@@ -374,7 +385,18 @@ class Segmenter:
         the arrays are views of one pinned buffer per size; on the CPU numpy draws them.
         ``trust`` adds ``trust_features`` (float32 vector) and, with a trust model,
         ``drivable_trust`` (a float32 scalar array) to each frame's dict.
+        ``focal_px``: the focal length of this call's camera (default: the one set with
+        :meth:`set_focal_length`), for this call only: no graph is dropped (their key holds
+        the network size). One caller at a time.
         """
+        if focal_px != "current":
+            saved = self.focal_px
+            self.focal_px = None if isinstance(focal_px, str) else _usable_focal(focal_px)
+            try:
+                return self.render_batch(images, outputs, overlay_alpha=overlay_alpha,
+                                         trust=trust)
+            finally:
+                self.focal_px = saved
         keys = check_outputs(outputs)
         weight = alpha_weight(overlay_alpha)
         results: list[Rendered] = [{} for _ in images]
@@ -384,6 +406,13 @@ class Segmenter:
             return results
         with self._lock:  # one caller at a time: graphs, buffers and tables are shared
             self._render_groups(images, keys, weight, overlay_alpha, results)
+        if trust:
+            feats = np.stack([r[TRUST_KEY] for r in results]) if results else None
+            scores = self.drivable_trust(feats) if feats is not None else None
+            for j, out in enumerate(results):
+                out["trust_features"] = out.pop(TRUST_KEY)
+                if scores is not None:
+                    out["drivable_trust"] = scores[j:j + 1].reshape(())
         return results
 
     def _render_groups(self, images: Sequence[np.ndarray], keys: tuple[str, ...], weight: int,
@@ -399,14 +428,6 @@ class Segmenter:
                             self._render_host(group[start:start + step], keys, overlay_alpha)]
             for i, out in zip(indices, rendered):
                 results[i] = out
-        if trust:
-            feats = np.stack([r[TRUST_KEY] for r in results]) if results else None
-            scores = self.drivable_trust(feats) if feats is not None else None
-            for j, out in enumerate(results):
-                out["trust_features"] = out.pop(TRUST_KEY)
-                if scores is not None:
-                    out["drivable_trust"] = scores[j:j + 1].reshape(())
-        return results
 
     def _render_host(self, images: list[np.ndarray], keys: tuple[str, ...],
                      alpha: float) -> list[Rendered]:
@@ -544,6 +565,12 @@ class FlipAveraged(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of ``x`` averaged with the mirrored logits of mirrored ``x``."""
         return 0.5 * (self.model(x) + self.model(x.flip(-1)).flip(-1))
+
+
+def _usable_focal(focal_px: float | None) -> float | None:
+    """A focal length in pixels, or None when it is not a positive finite number."""
+    return focal_px if focal_px is not None and math.isfinite(focal_px) and focal_px > 0 \
+        else None
 
 
 def _size_groups(images: Sequence[np.ndarray]) -> list[list[int]]:

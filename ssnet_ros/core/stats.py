@@ -22,6 +22,20 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
+def ms_summary(seconds: Sequence[float]) -> dict[str, float | None]:
+    """p50, p90, p99, max and mean of durations in seconds, in milliseconds (None if empty)."""
+    if not seconds:
+        return dict.fromkeys(("p50", "p90", "p99", "max", "mean"))
+    return {"p50": percentile(seconds, 50) * 1e3, "p90": percentile(seconds, 90) * 1e3,
+            "p99": percentile(seconds, 99) * 1e3, "max": max(seconds) * 1e3,
+            "mean": sum(seconds) / len(seconds) * 1e3}
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    """A figure for a report: ``digits`` decimals, or n/a for None."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 class RateMeter:
     """Events per second over the last ``window`` seconds, plus a running total."""
 

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .metrics import IGNORE_INDEX
+
 
 def palette_lut(palette: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
     """A 256x3 uint8 lookup table: row i is class i's RGB colour (black past the palette)."""
@@ -61,17 +63,6 @@ def mask_to_mono8(mask: np.ndarray) -> np.ndarray:
     """HxW bool -> HxW uint8, 255 where True and 0 elsewhere."""
     return mask.view(np.uint8) * np.uint8(255) if mask.dtype == np.bool_ \
         else np.where(mask, np.uint8(255), np.uint8(0))
-
-
-def side_by_side(*images: np.ndarray) -> np.ndarray:
-    """Concatenate images of equal height left to right; grey (HxW) images become RGB."""
-    if not images:
-        raise ValueError("side_by_side needs at least one image")
-    rgb = [np.repeat(im[:, :, None], 3, axis=2) if im.ndim == 2 else im for im in images]
-    heights = {im.shape[0] for im in rgb}
-    if len(heights) != 1:
-        raise ValueError(f"images have different heights {sorted(heights)}")
-    return np.concatenate(rgb, axis=1)
 
 
 DRIVABLE_TINT = (0, 230, 80)
@@ -146,4 +137,25 @@ def panel(rgb: np.ndarray, overlay_rgb: np.ndarray, drivable: np.ndarray,
     parts = [caption(top, f"classes  {title}".rstrip()),
              caption(bottom, "drivable (green)"),
              legend(list(names) + ["drivable"], list(colors) + [DRIVABLE_TINT], width)]
+    return np.concatenate(parts, axis=0)
+
+
+_caption = caption  # truth_panel's argument of that name hides the function
+
+
+def truth_panel(image: np.ndarray, prediction: np.ndarray, truth: np.ndarray,
+                palette: Sequence[Sequence[int]], class_names: Sequence[str] = (),
+                caption: str = "", max_width: int = 1440) -> np.ndarray:
+    """input | prediction overlay | ground truth (void in black), side by side, under a
+    caption and above a class-colour legend (at most ``max_width`` pixels wide)."""
+    pred = overlay(image, colorize(prediction, palette), 0.5)
+    gt = colorize(np.where(truth == IGNORE_INDEX, 0, truth).astype(np.uint8), palette)
+    gt[truth == IGNORE_INDEX] = 0
+    row = np.concatenate([image, pred, gt], axis=1)
+    if row.shape[1] > max_width:
+        row = fit_width(row, max_width)
+    parts = [_caption(row, caption or "input | prediction | ground truth (void black)")]
+    if class_names:
+        parts.append(legend(list(class_names) + ["void"], list(palette)[:len(class_names)]
+                            + [(0, 0, 0)], row.shape[1]))
     return np.concatenate(parts, axis=0)

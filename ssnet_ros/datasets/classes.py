@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-IGNORE_INDEX = 255
+from ..core.metrics import IGNORE_INDEX  # noqa: F401 (re-exported: datasets.IGNORE_INDEX)
 
 CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
                   "Car", "Pedestrian", "Bicyclist")

@@ -77,7 +77,3 @@ def encoder_convs(model: SSNet) -> list[nn.Conv2d]:
     """The 10 encoder convolutions in order (VGG-16 conv1_1..conv4_3)."""
     return [m for m in model.encoder.modules() if isinstance(m, nn.Conv2d)]
 
-
-def decoder_convs(model: SSNet) -> list[nn.Conv2d]:
-    """The 10 decoder convolutions in order."""
-    return [m for m in model.decoder.modules() if isinstance(m, nn.Conv2d)]

@@ -45,8 +45,7 @@ from std_msgs.msg import Header
 from .batching import FrameGatherer
 from .parameters import DERIVED_PARAMETERS, OUTPUTS, PARAMETERS, TRUST_TOPIC, camera_poses, \
     validate
-from .conversions import (camera_info_topic, check_compressed, check_image, compressed_to_rgb,
-                          image_to_rgb, mono8_msg, rgb8_msg)
+from .conversions import TRANSPORTS, camera_info_topic, mono8_msg, rgb8_msg
 from ..errors import SSNetError
 from ..startup import STOP, Interrupted, die_with_parent
 from ..core.render import CHANNELS
@@ -131,6 +130,8 @@ class _Frame:
     want: set[str]
     rgb: Any = None
     conversion: float = 0.0
+    checked: Any = None
+    """What the transport's check returned in the callback (its decode needs it)."""
 
 
 class SegmentationBase:
@@ -154,7 +155,7 @@ class SegmentationBase:
         self.callback_errors = 0
         """Exceptions raised inside executor callbacks (e.g. a peer's malformed request)."""
         self.cameras: list[Camera] = []
-        self._gatherer: FrameGatherer[tuple[Any, float]] | None = None
+        self._gatherer: FrameGatherer[tuple[Any, float, Any]] | None = None
         self._worker: threading.Thread | None = None
         self._inputs: list[Any] = []
         self._timer: Any = None
@@ -208,8 +209,8 @@ class SegmentationBase:
         s = self.settings
         self._gatherer = FrameGatherer(len(self.cameras))
         raw = s.input_transport == "raw"
-        self._convert, self._check = (image_to_rgb, check_image) if raw else \
-            (compressed_to_rgb, check_compressed)
+        kind = TRANSPORTS[s.input_transport]  # checked once in the callback, decoded once
+        self._convert, self._check = kind.decode, kind.check
         self._inputs = []
         for index, cam in enumerate(self.cameras):
             image = cam.prefix + "image"
@@ -498,17 +499,17 @@ class SegmentationBase:
         cam.received.tick(now)
         cam.gaps.add(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
         try:
-            self._check(msg)
+            checked = self._check(msg)
         except SSNetError as exc:
             self._reject(cam, exc)
             return
-        if self._gatherer.put(index, (msg, now)):
+        if self._gatherer.put(index, (msg, now, checked)):
             cam.skipped.add()
 
     def _work(self) -> None:
         while (batch := self._gatherer.take(self.settings.batch_wait)) is not None:
-            frames = [_Frame(self.cameras[i], msg, received, set())
-                      for i, (msg, received) in batch]
+            frames = [_Frame(self.cameras[i], msg, received, set(), checked=checked)
+                      for i, (msg, received, checked) in batch]
             try:
                 self._process(frames)
             except Exception as exc:  # keep serving; a closing node may see destroyed handles
@@ -549,7 +550,7 @@ class SegmentationBase:
                 continue
             t0 = time.perf_counter()
             try:
-                frame.rgb = self._convert(frame.msg)
+                frame.rgb = self._convert(frame.msg, frame.checked)
             except SSNetError as exc:
                 self._reject(frame.camera, exc)
                 continue

@@ -57,6 +57,7 @@ from torch import nn
 
 from ..errors import SSNetError
 from ..core import options as cli
+from ..core.camera_pipeline import CameraPipeline, Frame, Pipeline
 from ..core.fileio import check_file_output, write_json
 from ..core.ground_grid import (Camera, GridSpec, fuse_lookups, grid_lookup, kitti_camera,
                                 sample_grid)
@@ -246,9 +247,11 @@ def time_model(seg: Segmenter, images: Sequence[np.ndarray], frames: int, warmup
 
 def time_core(seg: Segmenter, images: Sequence[np.ndarray], frames: int, warmup: int
               ) -> list[float]:
-    """Seconds per batch of Segmenter.render_batch (host uint8 in, host outputs out)."""
-    return _timed(lambda: seg.render_batch(images, NODE_OUTPUTS), frames, warmup,
-                  lambda: None)
+    """Seconds per batch of the frame pipeline (one camera per image, as the node's cameras):
+    Segmenter.render_batch, host uint8 in, host outputs out."""
+    pipeline = Pipeline(seg)
+    batch = [Frame(CameraPipeline(f"camera{i}"), image) for i, image in enumerate(images)]
+    return _timed(lambda: pipeline.run(batch, NODE_OUTPUTS), frames, warmup, lambda: None)
 
 
 def time_grid(seg: Segmenter, images: Sequence[np.ndarray], frames: int, warmup: int

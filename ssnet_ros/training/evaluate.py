@@ -17,12 +17,11 @@ from ..datasets import IGNORE_INDEX, DATASETS, SegmentationDataset, open_dataset
 from ..errors import SSNetError
 from ..core import options as cli
 from ..core.fileio import atomic_path, write_json, write_png, write_text
-from .metrics import confusion_matrix, summarize
+from ..core.metrics import confusion_matrix, image_scores, markdown_report, summarize
 from .plots import save_confusion_png
 from ..core.segmenter import Segmenter
 from ..core.trust import save_trust_scatter, trust_scores
-from ..core.visualize import caption as add_caption
-from ..core.visualize import colorize, fit_width, legend, overlay
+from ..core.visualize import truth_panel as panel
 
 
 DRIVABLE_CLASSES = ("not drivable", "drivable")
@@ -50,20 +49,6 @@ def report_classes(summary: dict[str, Any], segmenter: Segmenter
 
 Kept = tuple[str, np.ndarray, np.ndarray, np.ndarray, str]
 """A panel to draw: (image name, image, prediction, truth, caption)."""
-
-
-def image_scores(prediction: np.ndarray, truth: np.ndarray, drivable_ids: Sequence[int]
-                 ) -> tuple[float, float]:
-    """(pixel accuracy, drivable IoU) of one image over its labelled pixels; drivable IoU is
-    1.0 when neither the truth nor the prediction has drivable pixels."""
-    valid = truth != IGNORE_INDEX
-    if not valid.any():
-        return 1.0, 1.0
-    accuracy = float((prediction[valid] == truth[valid]).mean())
-    pred_d = np.isin(prediction[valid], drivable_ids)
-    true_d = np.isin(truth[valid], drivable_ids)
-    union = int((pred_d | true_d).sum())
-    return accuracy, (float((pred_d & true_d).sum()) / union if union else 1.0)
 
 
 def drivable_truth_lut(dataset: SegmentationDataset) -> np.ndarray:
@@ -163,59 +148,6 @@ def evaluate(segmenter: Segmenter, dataset: SegmentationDataset, *, limit: int |
                    f"1 = worst)")
         kept.append((score["image"], image, pred, truth, caption))
     return summary, matrix, kept
-
-
-def panel(image: np.ndarray, prediction: np.ndarray, truth: np.ndarray,
-          palette: Sequence[Sequence[int]], class_names: Sequence[str] = (),
-          caption: str = "", max_width: int = 1440) -> np.ndarray:
-    """input | prediction overlay | ground truth (void in black), side by side, under a
-    caption and above a class-colour legend (at most ``max_width`` pixels wide)."""
-    pred = overlay(image, colorize(prediction, palette), 0.5)
-    gt = colorize(np.where(truth == IGNORE_INDEX, 0, truth).astype(np.uint8), palette)
-    gt[truth == IGNORE_INDEX] = 0
-    row = np.concatenate([image, pred, gt], axis=1)
-    if row.shape[1] > max_width:
-        row = fit_width(row, max_width)
-    parts = [add_caption(row, caption or "input | prediction | ground truth (void black)")]
-    if class_names:
-        parts.append(legend(list(class_names) + ["void"], list(palette)[:len(class_names)]
-                            + [(0, 0, 0)], row.shape[1]))
-    return np.concatenate(parts, axis=0)
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}"
-
-
-def markdown_report(summary: dict[str, Any], title: str) -> str:
-    """The summary as Markdown tables."""
-    d = summary["drivable"]
-    lines = [f"# {title}", "",
-             f"{summary['images']} images of {summary['dataset']}/{summary['split']}, "
-             f"{summary['pixels']} labelled pixels (void ignored).", "",
-             "| metric | % |", "|---|---:|",
-             f"| mIoU | {_pct(summary['miou'])} |",
-             f"| pixel accuracy | {_pct(summary['pixel_accuracy'])} |",
-             f"| mean class accuracy | {_pct(summary['mean_class_accuracy'])} |",
-             f"| drivable IoU | {_pct(d['iou'])} |",
-             f"| drivable precision | {_pct(d['precision'])} |",
-             f"| drivable recall | {_pct(d['recall'])} |",
-             f"| drivable F1 | {_pct(d['f1'])} |", "",
-             *([f"**Warning:** {summary['trained_on_split']}", ""]
-               if summary.get("trained_on_split") else [])]
-    trust = summary.get("drivable_trust")
-    if trust:
-        fmt = (lambda v: "n/a" if v is None else f"{v:.3f}")
-        lines += [f"Drivable trust against the true drivable IoU of {trust['frames']} images "
-                  f"({trust['frames_iou_below_70']} below 70): Spearman "
-                  f"{fmt(trust['spearman'])}, AUROC for IoU < 70 "
-                  f"{fmt(trust['auroc_iou_below_70'])}, R² {fmt(trust['r2'])} "
-                  f"(trust_scatter.png).", ""]
-    lines += [
-             "| class | IoU % | accuracy % |", "|---|---:|---:|"]
-    for name, iou in summary["per_class_iou"].items():
-        lines.append(f"| {name} | {_pct(iou)} | {_pct(summary['per_class_accuracy'][name])} |")
-    return "\n".join(lines) + "\n"
 
 
 def write_report(out: Path, summary: dict[str, Any], matrix: np.ndarray,

@@ -1,64 +1,7 @@
-"""Ignore-aware segmentation metrics from a confusion matrix (rows: truth, columns: prediction)."""
+"""Kept for imports from before the metrics moved: see :mod:`ssnet_ros.core.metrics`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from ..core.metrics import confusion_matrix, summarize
 
-import numpy as np
-
-from ..datasets.classes import IGNORE_INDEX
-
-
-def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int,
-                     ignore_index: int = IGNORE_INDEX) -> np.ndarray:
-    """Count (truth, prediction) pairs over pixels whose truth is a valid class id."""
-    if pred.shape != target.shape:
-        raise ValueError(f"prediction {pred.shape} and target {target.shape} differ in shape")
-    t = target.ravel().astype(np.int64)
-    p = pred.ravel().astype(np.int64)
-    valid = (t != ignore_index) & (t < num_classes)
-    if np.any(p[valid] >= num_classes):
-        raise ValueError(f"prediction has class ids >= {num_classes}")
-    idx = t[valid] * num_classes + p[valid]
-    return np.bincount(idx, minlength=num_classes**2).reshape(num_classes, num_classes)
-
-
-def _ratio(num: float, den: float) -> float | None:
-    return float(num / den) if den > 0 else None
-
-
-def summarize(matrix: np.ndarray, class_names: Sequence[str],
-              drivable_ids: Sequence[int]) -> dict[str, Any]:
-    """Per-class IoU, mIoU, pixel and mean class accuracy, and drivable-mask figures.
-
-    Classes that occur neither in the truth nor in the prediction have IoU None and are left out
-    of the means; classes absent from the truth are left out of the mean class accuracy.
-    """
-    m = matrix.astype(np.float64)
-    tp = np.diag(m)
-    gt = m.sum(axis=1)
-    pr = m.sum(axis=0)
-    union = gt + pr - tp
-    ious = [_ratio(tp[i], union[i]) for i in range(len(tp))]
-    accs = [_ratio(tp[i], gt[i]) for i in range(len(tp))]
-    present_iou = [v for v in ious if v is not None]
-    present_acc = [v for v in accs if v is not None]
-    d = np.zeros(len(tp), bool)
-    d[list(drivable_ids)] = True
-    d_tp = m[np.ix_(d, d)].sum()
-    d_fp = m[np.ix_(~d, d)].sum()
-    d_fn = m[np.ix_(d, ~d)].sum()
-    precision, recall = _ratio(d_tp, d_tp + d_fp), _ratio(d_tp, d_tp + d_fn)
-    f1 = (2 * precision * recall / (precision + recall)
-          if precision is not None and recall is not None and precision + recall > 0 else None)
-    return {
-        "pixels": int(m.sum()),
-        "miou": float(np.mean(present_iou)) if present_iou else None,
-        "pixel_accuracy": _ratio(tp.sum(), m.sum()),
-        "mean_class_accuracy": float(np.mean(present_acc)) if present_acc else None,
-        "per_class_iou": dict(zip(class_names, ious)),
-        "per_class_accuracy": dict(zip(class_names, accs)),
-        "drivable": {"precision": precision, "recall": recall, "f1": f1,
-                     "iou": _ratio(d_tp, d_tp + d_fp + d_fn)},
-    }
+__all__ = ["confusion_matrix", "summarize"]
