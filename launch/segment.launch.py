@@ -12,7 +12,8 @@ default) then configures and activates it from here, as nav2_lifecycle_manager w
 
 Parameters come from ``params_file`` (default: the installed config/ssnet.yaml); ``weights``,
 ``use_sim_time`` and the drivable-grid arguments (``camera_pose``, ``grid_frame``,
-``grid_resolution``, ``grid_x_range``, ``grid_y_range``, ``publish_drivable_grid``) override it
+``grid_resolution``, ``grid_x_range``, ``grid_y_range``, ``publish_drivable_grid``,
+``trust_unknown_grid``) override it
 where given. Numbers in the lists may be written as integers (``[0, 0, 1.65, 0, 0, 0]``): the
 launch file makes them floats, as the node's double-array parameters need. Fast DDS gets config/fastdds_large_images.xml unless
 FASTRTPS_DEFAULT_PROFILES_FILE is already set (or ``fastdds_profile`` names another file).
@@ -52,6 +53,8 @@ GRID_ARGUMENTS = {
     "grid_x_range": "[min, max] metres ahead (grid_frame x) the grid covers, e.g. [0.0, 40.0].",
     "grid_y_range": "[min, max] metres to the side (grid_frame y), e.g. [-20.0, 20.0].",
     "publish_drivable_grid": "true or false: publish segmentation/drivable_grid.",
+    "trust_unknown_grid": "true or false: write the grid cells of a frame whose drivable "
+                          "trust is below trust_threshold as unknown (-1).",
 }
 
 
@@ -79,7 +82,7 @@ def grid_overrides(values: dict[str, str]) -> dict[str, Any]:
                 "a number of metres"
             if ok:
                 out[name] = float(value)
-        elif name == "publish_drivable_grid":
+        elif name in ("publish_drivable_grid", "trust_unknown_grid"):
             ok, need = isinstance(value, bool), "true or false"
             if ok:
                 out[name] = value

@@ -93,4 +93,4 @@ def test_a_camera_keeps_its_own_lookup_and_size_decision(segmenter: Segmenter) -
     cam.set_calibration(Calibration((0.0,) * 9, SIZE[1], SIZE[0]))  # unusable: none
     assert cam.calibration is None and cam.focal_px is None
     cam.set_calibration(Calibration((840.0, 0, 310, 0, -1.0, 86, 0, 0, 1), SIZE[1], SIZE[0]))
-    assert cam.lookup(GRID, SIZE) is None and "fx, fy > 0" in (cam.grid_problem or "")
+    assert cam.lookup(GRID, SIZE) is None and "must be positive" in (cam.grid_problem or "")

@@ -79,9 +79,9 @@ def test_large_cpu_batches_run_as_smaller_forward_passes(
     images = [scene(60, 80, i) for i in range(3)]
     monkeypatch.setattr(segmenter_mod, "CPU_BATCH_PIXELS", 1)  # one frame per forward pass
     calls = []
-    predict = seg.predict
-    monkeypatch.setattr(seg, "predict", lambda batch, **kw: calls.append(len(batch))
-                        or predict(batch, **kw))
+    network = seg.logits  # every forward pass goes through it
+    monkeypatch.setattr(seg, "logits", lambda batch, **kw: calls.append(len(batch))
+                        or network(batch, **kw))
     out = seg.render_batch(images, ["labels"])
     assert calls == [1, 1, 1]
     for image, got in zip(images, out):

@@ -156,7 +156,10 @@ def test_node_loads_the_params_file_and_declares_exactly_its_parameters(
     from rclpy.parameter import Parameter
 
     from ssnet_ros.ros.node import SegmentationNode
-    from ssnet_ros.ros.parameters import DERIVED_PARAMETERS
+    from ssnet_ros.ros.parameters import DERIVED_PARAMETERS, PARAMETERS
+
+    DYNAMIC = {s.name for s in PARAMETERS if s.dynamic}
+    assert DYNAMIC >= {"overlay_alpha", "publish_labels", "drivable_floor", "trust_threshold"}
 
     context = rclpy.Context()
     rclpy.init(args=["ssnet", "--ros-args", "--params-file", str(PARAMS_FILE),
@@ -181,7 +184,7 @@ def test_node_loads_the_params_file_and_declares_exactly_its_parameters(
         for name in declared:
             descriptor = node.describe_parameter(name)
             assert descriptor.description, name
-            dynamic = name == "overlay_alpha" or name.startswith("publish_")
+            dynamic = name in DYNAMIC  # changeable at run time, as its spec says
             assert descriptor.read_only is not dynamic, name
         assert node.describe_parameter("overlay_alpha").floating_point_range[0].to_value == 1.0
         assert node.get_parameter("class_names").value[3] == "Road"

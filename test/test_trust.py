@@ -63,7 +63,14 @@ def test_cards_without_trust_still_load(ssnet_checkpoint: Path, tmp_path: Path) 
     with pytest.raises(SSNetError, match="exists; pass --overwrite"):
         write_checkpoint(ssnet_checkpoint, ssnet_checkpoint, {}, overwrite=False)
     broken = tmp_path / "broken.pt"
-    write_checkpoint(ssnet_checkpoint, broken, {"version": 1, "link": "logit"}, False)
+    with pytest.raises(SSNetError, match="refusing to write .*trust model is malformed"):
+        write_checkpoint(ssnet_checkpoint, broken, {"version": 1, "link": "logit"}, False)
+    assert not broken.exists()
+    import torch  # a file written by something else: the card is refused when read
+
+    payload = torch.load(ssnet_checkpoint, weights_only=True)
+    payload["card"]["trust"] = {"version": 1, "link": "logit"}
+    torch.save(payload, broken)
     with pytest.raises(SSNetError, match="trust model is malformed"):
         read_card(broken)
 

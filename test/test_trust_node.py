@@ -100,7 +100,14 @@ def test_trust_reaches_topic_diagnostics_and_grid(ros_context: Any,
         assert trust.relative_humidity == pytest.approx(expected, abs=1e-5)
         assert trust.variance == pytest.approx(0.01)
         assert (np.array(grid.data) == -1).all()  # low trust: every cell unknown
-        assert client.spin_until(lambda: client.diagnostics.get("level") == "1", 10.0, proc)
+        def reports(value: float) -> bool:  # diagnostics of this frame (not of a probe)
+            try:
+                return abs(float(client.diagnostics.get("drivable_trust", "")) - value) < 1e-3
+            except ValueError:
+                return False
+
+        assert client.spin_until(lambda: client.diagnostics.get("level") == "1"
+                                 and reports(expected), 10.0, proc)
         d = client.diagnostics
         assert d["message"].startswith("drivable trust ") and "below trust_threshold" in \
             d["message"] and "little drivable area" in d["message"], d["message"]

@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from ..startup import ignore_signals
+    from .signals import ignore_signals
 
     code = main()
     ignore_signals()

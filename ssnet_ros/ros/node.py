@@ -47,7 +47,7 @@ from .parameters import DERIVED_PARAMETERS, OUTPUTS, PARAMETERS, TRUST_TOPIC, ca
     validate
 from .conversions import TRANSPORTS, camera_info_topic, mono8_msg, rgb8_msg
 from ..errors import SSNetError
-from ..startup import STOP, Interrupted, die_with_parent
+from .signals import STOP, Interrupted, die_with_parent
 from ..core.render import CHANNELS
 from ..core.checkpoint import read_card
 from ..core.ground_grid import Camera as GroundCamera

@@ -128,7 +128,7 @@ def ship_stage(stage: Path, shipped: Path, out: Path, *, name: str, evals: Seque
     baseline = dict(read_eval(p) for p in baseline_evals)
     verdict = stage_criterion(figures, baseline)
     if not verdict["passed"]:
-        raise SSNetError(f"stage {name} is not shipped: " + "; ".join(verdict["failures"]))
+        raise SSNetError(f"{name!r} is not shipped: " + "; ".join(verdict["failures"]))
     stages = list(previous.training.get("stages", []))
     if not stages:  # the first stage: the shipped weights' own recipe is stage 0
         stages.append({"name": "shipped before staged training", "training": {
@@ -220,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SSNetError as exc:
             print(f"ssnet-ship: {exc}", file=sys.stderr)
             return 2
-        print(f"wrote {args.out}: stage {args.stage} mean hold-out drivable IoU "
+        print(f"wrote {args.out}: {args.stage!r} mean hold-out drivable IoU "
               f"{100 * verdict['score']:.2f} (shipped {100 * verdict['baseline_score']:.2f})")
         return 0
     try:
