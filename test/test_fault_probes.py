@@ -80,7 +80,8 @@ def test_invalid_lifecycle_transitions_are_answered_false_at_once(
         cli = client.node.create_client(ChangeState, f"{ns}/ssnet/change_state")
         future = cli.call_async(ChangeState.Request(
             transition=Transition(id=Transition.TRANSITION_CONFIGURE)))
-        client.spin_until(lambda: False, 0.3)
+        client.spin_until(lambda: False, 0.1)
+        answered_first = future.done()  # a fast machine may finish configure within 0.1 s
         start = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=10)
@@ -92,7 +93,8 @@ def test_invalid_lifecycle_transitions_are_answered_false_at_once(
     assert code == 0 and elapsed < 2.0, (elapsed, log)
     assert "Traceback" not in log and "ignored a failing callback" not in log, log
     assert "refused transition 99: not valid in state unconfigured" in log, log
-    assert not future.done() or not future.result().success
+    # a configure that the signal interrupted is not answered success
+    assert answered_first or not future.done() or not future.result().success
 
 
 def false_jpeg(height: int, width: int, claimed: tuple[int, int]) -> bytes:
