@@ -77,13 +77,19 @@ def test_least_recently_used_graph_is_evicted_only_after_a_capture(seg: Segmente
     assert cache.captures == 4
 
 
-def test_focal_length_changes_keep_graphs_whose_network_size_stays(
-        ssnet_checkpoint_varied: Path) -> None:
-    model, card = load_checkpoint(ssnet_checkpoint_varied)
+def focal_rule_segmenter(checkpoint: Path) -> Segmenter:
+    """The device path on the CPU with an input rule whose network size follows the focal
+    length (48x64 for 96x128 frames at 100 px)."""
+    model, card = load_checkpoint(checkpoint)
     rule = {"reference_pixels": 48.0 * 64.0, "reference_focal_px": 50.0, "min_scale": 0.1,
             "max_scale": 1.0, "multiple": 8.0}
-    seg = device_path(Segmenter.from_model(model, card.replace(input_rule=rule),
-                                           device="cpu"))
+    return device_path(Segmenter.from_model(model, card.replace(input_rule=rule),
+                                            device="cpu"))
+
+
+def test_focal_length_changes_keep_graphs_whose_network_size_stays(
+        ssnet_checkpoint_varied: Path) -> None:
+    seg = focal_rule_segmenter(ssnet_checkpoint_varied)
     image = [scene(96, 128, 3)]
     seg.set_focal_length(100.0)
     assert seg.network_size(96, 128) == (48, 64)
@@ -208,11 +214,7 @@ def test_device_resize_matches_the_host_resize(src: tuple[int, int],
 
 def test_warm_up_for_another_focal_length_leaves_the_current_one(
         ssnet_checkpoint_varied: Path) -> None:
-    model, card = load_checkpoint(ssnet_checkpoint_varied)
-    rule = {"reference_pixels": 48.0 * 64.0, "reference_focal_px": 50.0, "min_scale": 0.1,
-            "max_scale": 1.0, "multiple": 8.0}
-    seg = device_path(Segmenter.from_model(model, card.replace(input_rule=rule),
-                                           device="cpu"))
+    seg = focal_rule_segmenter(ssnet_checkpoint_varied)
     seg.set_focal_length(100.0)
     seg.warm_up(96, 128, outputs=KEYS, focal_px=200.0)
     assert seg.focal_px == 100.0 and not seg.has_graph(1, 96, 128, KEYS)

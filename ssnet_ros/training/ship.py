@@ -212,25 +212,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path, help="checkpoint to write")
     cli.add(p, "--overwrite")
     args = p.parse_args(argv)
-    if args.stage:
-        try:
+    try:
+        if args.stage:
             verdict = ship_stage(args.final, args.selection, args.out, name=args.stage,
                                  evals=args.eval, baseline_evals=args.baseline_eval,
                                  overwrite=args.overwrite)
-        except SSNetError as exc:
-            print(f"ssnet-ship: {exc}", file=sys.stderr)
-            return 2
-        print(f"wrote {args.out}: {args.stage!r} mean hold-out drivable IoU "
-              f"{100 * verdict['score']:.2f} (shipped {100 * verdict['baseline_score']:.2f})")
-        return 0
-    try:
-        path = ship(args.final, args.selection, args.out, final_eval=args.final_eval,
-                    evals=args.eval, selection_evals=args.selection_eval,
-                    overwrite=args.overwrite)
+            print(f"wrote {args.out}: {args.stage!r} mean hold-out drivable IoU "
+                  f"{100 * verdict['score']:.2f} (shipped "
+                  f"{100 * verdict['baseline_score']:.2f})")
+        else:
+            path = ship(args.final, args.selection, args.out, final_eval=args.final_eval,
+                        evals=args.eval, selection_evals=args.selection_eval,
+                        overwrite=args.overwrite)
+            print(f"wrote {path}")
     except SSNetError as exc:
         print(f"ssnet-ship: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {path}")
     return 0
 
 
