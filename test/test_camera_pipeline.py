@@ -92,5 +92,10 @@ def test_a_camera_keeps_its_own_lookup_and_size_decision(segmenter: Segmenter) -
     assert cam.lookup(GRID, (SIZE[0] // 2, SIZE[1] // 2)) is not first
     cam.set_calibration(Calibration((0.0,) * 9, SIZE[1], SIZE[0]))  # unusable: none
     assert cam.calibration is None and cam.focal_px is None
-    cam.set_calibration(Calibration((840.0, 0, 310, 0, -1.0, 86, 0, 0, 1), SIZE[1], SIZE[0]))
-    assert cam.lookup(GRID, SIZE) is None and "must be positive" in (cam.grid_problem or "")
+    problem = cam.set_calibration(Calibration((840.0, 0, 310, 0, -1.0, 86, 0, 0, 1), *SIZE[::-1]))
+    assert problem and "must be positive" in problem and cam.calibration_problem == problem
+    assert cam.lookup(GRID, SIZE) is None  # the calibration's problem says why
+    cam.set_calibration(LEFT)  # a pose that sees no cell of the grid: the lookup's problem
+    assert cam.lookup(GRID, SIZE, pose=(0.0, 0.0, 1.65, 0.0, 0.0, 3.14)) is None
+    assert "sees no cell" in (cam.grid_problem or "")
+    assert cam.lookup(GRID, SIZE) is not None and cam.grid_problem is None

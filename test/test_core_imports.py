@@ -204,3 +204,15 @@ def test_bags_do_not_import_training() -> None:
     wrong = sorted(f"{m} imports {d}" for m, deps in graph.items() if m.startswith(
         "ssnet_ros.bags.") for d in deps if d.startswith("ssnet_ros.training"))
     assert wrong == []
+
+
+def test_the_node_class_is_thin_plumbing() -> None:
+    """The node class holds subscriptions, parameters, batching and publishing only (the work
+    is in core.camera_pipeline and ros.worker): under 250 lines, no method over 40."""
+    tree = ast.parse((PACKAGE / "ros" / "node.py").read_text())
+    base = next(n for n in tree.body
+                if isinstance(n, ast.ClassDef) and n.name == "SegmentationBase")
+    assert base.end_lineno - base.lineno + 1 < 250
+    long = {f.name: f.end_lineno - f.lineno + 1 for f in base.body
+            if isinstance(f, ast.FunctionDef) and f.end_lineno - f.lineno + 1 > 40}
+    assert not long, long

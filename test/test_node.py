@@ -660,8 +660,34 @@ def test_a_dumped_parameter_file_loads_back_into_the_same_configuration(
     assert "ignoring parameters" not in log, log  # the derived ones are not overrides to warn of
 
 
+def eval_bag_outputs(tmp_path: Path, weights: Path, rgb: np.ndarray, camera: Any,
+                     pose: list[float], spec: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The drivable mask and grid ssnet-eval-bag writes for one frame with its camera_info."""
+    from ssnet_ros import Segmenter
+    from ssnet_ros.bags import messages as bm
+    from ssnet_ros.bags.bagfile import BagReader
+    from ssnet_ros.bags.evaluate import EvalOptions, run
+    from ssnet_ros.bags.make import make_bag
+    from ssnet_ros.core.fileio import write_png
+
+    write_png(tmp_path / "frames" / "f0.png", rgb)
+    k = camera.k
+    make_bag(tmp_path / "frames", tmp_path / "bag", calibration=(k[0], k[4], k[2], k[5]),
+             progress=False)
+    options = EvalOptions(progress=False, camera_pose=tuple(pose), grid=spec, grid_frame="ego")
+    report = run(Segmenter(weights, device="cpu"), [tmp_path / "bag"], tmp_path / "out",
+                 options, None)
+    assert report["bags"][0]["drivable_grids"] == 1
+    with BagReader(tmp_path / "out" / "bag") as reader:
+        got = {m.topic: bm.deserialize(m.data, m.msgtype) for m in reader.messages(
+            ["/segmentation/drivable_mask", "/segmentation/drivable_grid"])}
+    grid = got["/segmentation/drivable_grid"]
+    return (bm.to_labels(got["/segmentation/drivable_mask"]),
+            np.asarray(grid.data, np.int8).reshape(grid.info.height, grid.info.width))
+
+
 def test_the_drivable_grid_projects_the_published_mask(
-        ros_context: Any, ssnet_checkpoint_varied: Path) -> None:
+        ros_context: Any, ssnet_checkpoint_varied: Path, tmp_path: Path) -> None:
     """camera_info + camera_pose -> segmentation/drivable_grid over DDS: the image's stamp,
     grid_frame, standard indexing, and exactly the cells of the published drivable mask
     projected independently; nothing computed while nobody subscribes to it."""
@@ -714,6 +740,12 @@ def test_the_drivable_grid_projects_the_published_mask(
         np.testing.assert_array_equal(data, expected)
         assert (data[:, :4] == -1).all()  # behind the camera: unknown
         assert (data != -1).sum() > 100 and set(np.unique(data)) <= {-1, 0, 100}
+        # ssnet-eval-bag runs the node's frame pipeline: the same frame and camera_info in a
+        # bag give the same drivable mask and the same grid, byte for byte
+        bag_mask, bag_grid = eval_bag_outputs(
+            tmp_path, ssnet_checkpoint_varied, scene(94, 310, i), camera, pose, spec)
+        np.testing.assert_array_equal(bag_mask, pixels(outputs["drivable_mask"]))
+        np.testing.assert_array_equal(bag_grid, data)
     finally:
         client.close()
         assert stop_node(proc) == 0

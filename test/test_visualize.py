@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ssnet_ros.errors import SSNetError
+
 from ssnet_ros.datasets.classes import CAMVID_PALETTE
 from ssnet_ros.core.visualize import colorize, confidence_to_mono8, mask_to_mono8, overlay, \
     palette_lut, truth_panel
@@ -52,8 +54,8 @@ def test_overlay_refuses_mismatched_images_and_alpha() -> None:
     rgb = np.zeros((4, 5, 3), np.uint8)
     with pytest.raises(ValueError):
         overlay(rgb, np.zeros((4, 6, 3), np.uint8), 0.5)
-    with pytest.raises(ValueError):
-        overlay(rgb, rgb, 1.5)
+    with pytest.raises(SSNetError, match="overlay alpha 1.5 is outside 0..1"):
+        overlay(rgb, rgb, 1.5)  # the one alpha check (alpha_weight), as the node's
 
 
 def test_confidence_to_mono8_rounds_and_clips() -> None:

@@ -31,7 +31,10 @@ from .truth import LABEL_FORMATS
 from ..core import options as cli
 from ..core.fileio import write_json, write_png, write_text
 from ..core.ground_grid import Camera as GroundCamera
-from ..core.ground_grid import GridSpec
+from ..core.ground_grid import GRID_FRAME, GridSpec
+from ..core.visualize import alpha_weight
+
+_GRID = GridSpec()  # the node's grid_* defaults are GridSpec's too
 from ..core.segmenter import Segmenter
 from ..errors import SSNetError
 
@@ -105,13 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the camera body frame's pose in the grid frame (metres, radians; "
                         "REP 103, as the node's camera_pose): bags with camera_info beside "
                         "the image topic get segmentation/drivable_grid")
-    p.add_argument("--grid-frame", default="base_link",
+    p.add_argument("--grid-frame", default=GRID_FRAME,
                    help="frame_id of the drivable grid, the frame --camera-pose is given in")
-    p.add_argument("--grid-resolution", type=float, default=0.1,
+    p.add_argument("--grid-resolution", type=float, default=_GRID.resolution,
                    help="metres per cell of the drivable grid")
-    p.add_argument("--grid-x-range", nargs=2, type=float, default=[0.0, 40.0],
+    p.add_argument("--grid-x-range", nargs=2, type=float, default=list(_GRID.x_range),
                    metavar=("MIN", "MAX"), help="metres along the grid frame's x covered")
-    p.add_argument("--grid-y-range", nargs=2, type=float, default=[-20.0, 20.0],
+    p.add_argument("--grid-y-range", nargs=2, type=float, default=list(_GRID.y_range),
                    metavar=("MIN", "MAX"), help="metres along the grid frame's y covered")
     p.add_argument("--storage", choices=STORAGES, default=None,
                    help="storage of the output bags (default: that of the input)")
@@ -137,8 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = "ssnet-eval-bag"
     size = cli.input_size(args)
     rule = cli.drivable_rule(args)
-    if not 0.0 <= args.overlay_alpha <= 1.0:
-        raise cli.UsageError(f"--overlay-alpha {args.overlay_alpha} is outside 0..1")
+    try:
+        alpha_weight(args.overlay_alpha)
+    except SSNetError as exc:
+        raise cli.UsageError(f"--overlay-alpha: {exc}") from None
     if args.ray is None and (args.resume or args.retries is not None):
         raise cli.UsageError("--resume and --retries need --ray")
     args.retries = 2 if args.retries is None else args.retries

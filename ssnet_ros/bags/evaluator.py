@@ -4,6 +4,7 @@ Ray), its options, the per-bag result and the run's report (report.json and repo
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -26,19 +27,19 @@ from ..errors import SSNetError
 from ..core.fileio import check_file_output
 from ..core.metrics import confusion_matrix, image_scores, markdown_report, summarize
 from ..core.segmenter import Segmenter
-from ..core.ground_grid import Camera as GroundCamera
-from ..core.ground_grid import GridLookup, GridSpec, grid_lookup, lookup_problem, sample_grid
-from ..ros.conversions import camera_info_topic
+from ..core.camera_pipeline import Calibration, CameraPipeline, Frame, Pipeline, TrustPolicy
+from ..core.ground_grid import GRID_FRAME, GridSpec
+from ..core.render import GRID_TOPIC, Rendered
+from ..core.render import OUTPUT_TOPICS as NODE_TOPICS
+from ..core.decode import camera_info_topic
 from ..core.stats import fmt as _fmt
 from ..core.stats import ms_summary as _ms
 from ..core.trust import save_trust_scatter, trust_scores
-from ..core.visualize import colorize, confidence_to_mono8, mask_to_mono8, overlay, palette_lut, \
-    panel, truth_panel
+from ..core.visualize import panel, truth_panel
 
 #: Output topics (relative to --namespace), as the node names them.
-OUTPUT_TOPICS = {"labels": "segmentation/labels", "drivable_mask": "segmentation/drivable_mask",
-                 "overlay": "segmentation/overlay", "confidence": "segmentation/confidence"}
-GRID_TOPIC = "segmentation/drivable_grid"
+OUTPUT_TOPICS = {key: NODE_TOPICS[key] for key in ("labels", "drivable_mask", "overlay",
+                                                    "confidence")}
 OUTPUT_QOS = qos(True, 2)
 """The node's output QoS: reliable, keep last 2."""
 MAX_LISTED = 50
@@ -71,7 +72,7 @@ class EvalOptions:
     """The camera body frame's [x, y, z, roll, pitch, yaw] in grid_frame: with the bag's
     camera_info, each output bag gets segmentation/drivable_grid (None: no grid)."""
     grid: GridSpec = field(default_factory=GridSpec)
-    grid_frame: str = "base_link"
+    grid_frame: str = GRID_FRAME
 
 
 @dataclass
@@ -122,8 +123,10 @@ class _Frame:
     raw: RawMessage
     msg: Any
     rgb: np.ndarray | None
-    calibration: Any = None
+    calibration: Calibration | None = None
     """The latest camera_info before this frame (None: none yet)."""
+    frame: Frame | None = None
+    """The frame as the pipeline takes it."""
 
 
 class _BagEvaluator:
@@ -136,7 +139,6 @@ class _BagEvaluator:
         self.result, self.truth, self.opt = result, truth, options
         self.on_frames = on_frames
         self.k = segmenter.card.num_classes
-        self.lut = palette_lut(segmenter.palette)
         self.names = frame_names(reader.custom)
         self.topics = {key: output_topic(options.namespace, key) for key in OUTPUT_TOPICS
                        if key != "confidence" or options.confidence}
@@ -148,10 +150,14 @@ class _BagEvaluator:
         self.info_topic = camera_info_topic(result.topic.removesuffix("/compressed"))
         if self.info_topic not in reader.topics:
             self.info_topic = None
-        self.calibration: Any = None
+        self.calibration: Calibration | None = None
+        self.refused: Calibration | None = None
+        """The calibration that gave no grid (said once)."""
         self.grid_topic = "/" + "/".join(p for p in (options.namespace.strip("/"), GRID_TOPIC)
                                          if p)
-        self.lookup: tuple[Any, GridLookup] | None = None
+        self.camera = CameraPipeline(result.topic, options.camera_pose)
+        self.pipeline = Pipeline(segmenter, options.grid)
+        self.outputs = tuple(self.topics)
 
     def run(self) -> None:
         """Read, segment, write and score every frame (up to --limit)."""
@@ -213,34 +219,27 @@ class _BagEvaluator:
             self.on_frames(frames)
 
     def _camera_info(self, raw: RawMessage) -> None:
-        """Copy a camera_info message to the output bag; keep it for the grid."""
+        """Copy a camera_info message to the output bag; keep it for the next frames."""
         self.writer.write_raw(raw.topic, raw.timestamp, raw.data)
         try:
-            self.calibration = bm.to_camera_info(bm.deserialize(raw.data, raw.msgtype))
+            self.calibration = bm.to_calibration(bm.deserialize(raw.data, raw.msgtype))
         except SSNetError as exc:
             self.result.rejected.append(f"camera_info at bag time {raw.timestamp}: {exc}")
 
-    def _grid(self, frame: _Frame, drivable: np.ndarray) -> None:
-        """Write the frame's drivable grid (its calibration, --camera-pose)."""
-        if frame.calibration is None or not self.opt.camera_pose:
+    def _grid(self, frame: _Frame, result: Rendered) -> None:
+        """Write the frame's drivable grid (its calibration, --camera-pose), as the node
+        fuses it for its one camera."""
+        if frame.calibration is None or not self.opt.camera_pose or \
+                frame.calibration == self.refused:
             return
-        key = (frame.calibration, drivable.shape)
-        if self.lookup is None or self.lookup[0] != key:
-            k, d, model, width, height = frame.calibration
-            try:
-                camera = GroundCamera(k, width, height, tuple(self.opt.camera_pose), d, model)
-                lookup = grid_lookup(camera, self.opt.grid, drivable.shape)
-                problem = lookup_problem(lookup)
-                if problem:
-                    raise SSNetError(problem)
-            except SSNetError as exc:
-                self.result.rejected.append(f"camera_info on {self.info_topic}: {exc}")
-                self.result.grid_problem = f"camera_info on {self.info_topic}: {exc}"
-                frame.calibration = self.calibration = None  # said once per calibration
-                return
-            self.lookup = (key, lookup)
-        data = sample_grid(self.lookup[1], drivable)
-        msg = bm.occupancy_grid(data, self.opt.grid, bm.header(
+        grid, _, _ = self.pipeline.fuse_grid([frame.frame], [result])
+        if grid is None:  # said once per calibration
+            problem = self.camera.calibration_problem or self.camera.grid_problem
+            self.refused = frame.calibration
+            self.result.rejected.append(f"camera_info on {self.info_topic}: {problem}")
+            self.result.grid_problem = f"camera_info on {self.info_topic}: {problem}"
+            return
+        msg = bm.occupancy_grid(grid, self.opt.grid, bm.header(
             bm.stamp_ns(frame.msg.header), self.opt.grid_frame))
         self.writer.write(self.grid_topic, frame.raw.timestamp, msg)
         self.result.grids += 1
@@ -254,36 +253,43 @@ class _BagEvaluator:
             return _Frame(raw, None, None)
 
     def _flush(self, batch: list[_Frame]) -> None:
+        """Segment a batch through the node's frame pipeline (frames of one calibration
+        together, as the node's camera would see them) and write and score each frame."""
         for frame in batch:  # frames before the first camera_info take the first one
             frame.calibration = frame.calibration or self.calibration
         good = [f for f in batch if f.rgb is not None]
-        results = []
-        if good:
+        results: dict[int, Rendered] = {}
+        for calibration, group in itertools.groupby(good, key=lambda f: f.calibration):
+            frames = list(group)
+            self.camera.set_calibration(calibration)
             t0 = time.perf_counter()
-            results = self.seg.segment_batch([f.rgb for f in good],
-                                             confidence=self.opt.confidence)
-            per_frame = (time.perf_counter() - t0) / len(good)
-            self.result.times.extend([per_frame] * len(good))
-        outputs = iter(results)
+            for f in frames:
+                f.frame = Frame(self.camera, f.rgb, bm.stamp_ns(f.msg.header),
+                                f.msg.header.frame_id)
+            out = self.pipeline.run([f.frame for f in frames], self.outputs,
+                                    overlay_alpha=self.opt.overlay_alpha,
+                                    trust=TrustPolicy(enabled=True))
+            per_frame = (time.perf_counter() - t0) / len(frames)
+            self.result.times.extend([per_frame] * len(frames))
+            for f, result in zip(frames, out.outputs):
+                self._grid(f, result)
+                results[id(f)] = result
         for frame in batch:
             self.writer.write_raw(self.result.topic, frame.raw.timestamp, frame.raw.data)
             if frame.rgb is not None:
-                self._write_and_score(frame, next(outputs))
+                self._write_and_score(frame, results[id(frame)])
 
-    def _write_and_score(self, frame: _Frame, result: Any) -> None:
+    def _write_and_score(self, frame: _Frame, result: Rendered) -> None:
         hdr, ts, w = frame.msg.header, frame.raw.timestamp, self.writer
-        w.write(self.topics["labels"], ts, bm.image(result.labels, hdr))
-        w.write(self.topics["drivable_mask"], ts, bm.image(mask_to_mono8(result.drivable), hdr))
-        over = overlay(frame.rgb, colorize(result.labels, self.lut), self.opt.overlay_alpha)
-        w.write(self.topics["overlay"], ts, bm.image(over, hdr))
-        if "confidence" in self.topics:
-            w.write(self.topics["confidence"], ts,
-                    bm.image(confidence_to_mono8(result.confidence), hdr))
-        self._grid(frame, result.drivable)
+        for key, topic in self.topics.items():  # the node's arrays, as the node sends them
+            w.write(topic, ts, bm.image(result[key], hdr))
+        labels, over = result["labels"], result["overlay"]
+        drivable = result["drivable_mask"] > 0
+        trust = result.get("drivable_trust")
         stamp = bm.stamp_ns(hdr)
         r = self.result
-        if result.drivable_trust is not None:
-            r.trust.append(float(result.drivable_trust))
+        if trust is not None:
+            r.trust.append(float(trust))
         first = r.stamps_first_last[0] if r.stamps_first_last else stamp
         r.stamps_first_last = (first, stamp)
         index, self.index = self.index, self.index + 1
@@ -291,7 +297,7 @@ class _BagEvaluator:
         if self.truth is None:
             if index in self.spread_at:
                 self.spread.append((index, name, panel(
-                    frame.rgb, over, result.drivable,
+                    frame.rgb, over, drivable,
                     self.seg.class_names, self.seg.palette,
                     title=f"{self.reader.name} frame {index} ({name})")))
             return
@@ -302,19 +308,19 @@ class _BagEvaluator:
             truth = None
         if truth is None:
             r.without_truth.append(stamp)
-        elif truth.shape != result.labels.shape:
+        elif truth.shape != labels.shape:
             self.truth.problems.append(
                 f"labels stamped {stamp} are {truth.shape[1]}x{truth.shape[0]} but the frame "
-                f"is {result.labels.shape[1]}x{result.labels.shape[0]}")
+                f"is {labels.shape[1]}x{labels.shape[0]}")
             r.without_truth.append(stamp)
         else:
             assert r.matrix is not None
-            r.matrix += confusion_matrix(result.labels, truth, self.k)
+            r.matrix += confusion_matrix(labels, truth, self.k)
             r.scored += 1
-            if result.drivable_trust is not None:
-                _, iou = image_scores(result.labels, truth, self.seg.drivable_ids)
-                r.trust_iou.append([float(result.drivable_trust), iou])
-            self._keep_panel(index, name, frame.rgb, result.labels, truth)
+            if trust is not None:
+                _, iou = image_scores(labels, truth, self.seg.drivable_ids)
+                r.trust_iou.append([float(trust), iou])
+            self._keep_panel(index, name, frame.rgb, labels, truth)
 
     def _keep_panel(self, index: int, name: str, rgb: np.ndarray, labels: np.ndarray,
                     truth: np.ndarray) -> None:

@@ -29,10 +29,13 @@ from .truth import FRAME_NAMES_KEY, LABEL_FORMAT_KEY, LABEL_FORMATS, label_decod
 from ..errors import SSNetError
 from ..core import options as cli
 from ..core.fileio import read_rgb
-from ..ros.conversions import camera_info_topic
+from ..core.decode import TRANSPORTS, camera_info_topic
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff")
 FORMATS = ("raw", "jpeg", "png")
+#: The input transport that carries each --format (ssnet_ros.core.decode.TRANSPORTS).
+FORMAT_TRANSPORT = {"raw": TRANSPORTS["raw"], "jpeg": TRANSPORTS["compressed"],
+                    "png": TRANSPORTS["compressed"]}
 DEFAULT_START = 1_700_000_000.0
 """Default stamp of the first frame (seconds since the epoch): bags are reproducible."""
 
@@ -110,8 +113,10 @@ def make_bag(images: str | Path, out: str | Path, *, labels: str | Path | None =
     if labelled:
         custom[LABEL_FORMAT_KEY] = label_format
         custom[TRUTH_TOPIC_KEY] = truth_topic
-    msgtype = bm.IMAGE if fmt == "raw" else bm.COMPRESSED
-    info_topic = camera_info_topic(topic.removesuffix("/compressed")) if calibration else None
+    kind = FORMAT_TRANSPORT[fmt]
+    msgtype = kind.msgtype
+    info_topic = camera_info_topic(topic.removesuffix(kind.topic_suffix)) if calibration \
+        else None
     info_size = calibration_size
     with BagWriter(out, storage=storage, overwrite=overwrite, custom=custom) as writer:
         writer.add_topic(topic, msgtype, [SENSOR_QOS])
@@ -178,8 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ssnet-make-bag."""
     args = build_parser().parse_args(argv)
-    topic = args.topic or ("/camera/image_raw" if args.format == "raw"
-                           else "/camera/image_raw/compressed")
+    topic = args.topic or "/camera/image_raw" + FORMAT_TRANSPORT[args.format].topic_suffix
     problem = (f"--fps {args.fps} must be a finite number > 0"
                if not (math.isfinite(args.fps) and args.fps > 0) else
                f"--start {args.start} must be a finite number of seconds >= 0"

@@ -16,6 +16,7 @@ import numpy as np
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
+from ..core.camera_pipeline import Calibration
 from ..core.decode import BY_MSGTYPE, check_raw
 from ..core.decode import to_rgb as _decode
 from ..errors import SSNetError
@@ -126,10 +127,10 @@ def occupancy_grid(data: np.ndarray, grid: Any, hdr: Any) -> Any:
                              data=np.ascontiguousarray(data, np.int8).reshape(-1))
 
 
-def to_camera_info(msg: Any) -> tuple[tuple[float, ...], tuple[float, ...], str, int, int]:
-    """(K, D, distortion model, width, height) of a bag CameraInfo."""
-    return (tuple(float(v) for v in msg.k), tuple(float(v) for v in msg.d),
-            str(msg.distortion_model), int(msg.width), int(msg.height))
+def to_calibration(msg: Any) -> Calibration:
+    """The pinhole model of a bag CameraInfo (checked by its ``problem``)."""
+    return Calibration(tuple(float(v) for v in msg.k), int(msg.width), int(msg.height),
+                       tuple(float(v) for v in msg.d), str(msg.distortion_model))
 
 
 def compressed(pixels: np.ndarray, hdr: Any, fmt: str = "jpeg", quality: int = 95) -> Any:

@@ -43,7 +43,8 @@ class ModelCard:
     constants of the automatic network input size (:mod:`ssnet_ros.core.input_size`; empty: run at
     each image's own size); ``training`` the data and recipe the weights were trained with;
     ``data_licence`` the terms of that data, which the weights inherit (empty: derived,
-    :meth:`licence`); ``trust`` the drivable trust model (:mod:`ssnet_ros.core.trust`; empty: none, older cards).
+    :meth:`licence`); ``trust`` the drivable trust model (:mod:`ssnet_ros.core.trust`;
+    empty: none, older cards).
     """
 
     model: str

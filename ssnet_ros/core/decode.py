@@ -125,3 +125,10 @@ def transport(name: str) -> Transport:
 def to_rgb(msg: Any, kind: Transport) -> np.ndarray:
     """Check then decode one message of transport ``kind``: HxWx3 uint8 RGB."""
     return kind.decode(msg, kind.check(msg))
+
+
+def camera_info_topic(image_topic: str) -> str:
+    """The camera_info topic beside a resolved image topic, as image_transport's camera
+    subscriber reads it: ``/cam/image_raw`` -> ``/cam/camera_info``."""
+    base = image_topic.rsplit("/", 1)[0] if "/" in image_topic else ""
+    return f"{base}/camera_info" if base else "/camera_info"

@@ -122,6 +122,11 @@ def pose_problem(pose: Sequence[float]) -> str | None:
     return None
 
 
+GRID_FRAME = "base_link"
+"""The default frame of the drivable grid (the node's grid_frame, ssnet-eval-bag's
+--grid-frame); its z = 0 plane is the ground."""
+
+
 @dataclass(frozen=True)
 class GridSpec:
     """Cells of ``resolution`` metres over ``x_range`` x ``y_range`` of the grid frame."""

@@ -27,6 +27,12 @@ from .visualize import confidence_to_mono8, mask_to_mono8, overlay
 
 #: Output names in packing order, as in the node's publish_* switches.
 OUTPUT_KEYS = ("labels", "drivable_mask", "confidence", "color", "overlay")
+#: Each output's topic, relative to the node's namespace (ssnet-eval-bag's --namespace).
+OUTPUT_TOPICS = {key: f"segmentation/{key}" for key in OUTPUT_KEYS}
+GRID_TOPIC = "segmentation/drivable_grid"
+"""nav_msgs/OccupancyGrid of the drivable mask on the ground (one, fused, for all cameras)."""
+TRUST_TOPIC = "segmentation/drivable_trust"
+"""Per-frame drivable trust (sensor_msgs/RelativeHumidity: a stamped 0..1 value)."""
 #: Packing order on the device: the outputs, then the fallback labels (the most likely class
 #: that is not drivable; internal, for the connected pass on the host).
 PACK_ORDER = OUTPUT_KEYS + ("fallback",)
@@ -50,13 +56,6 @@ def check_outputs(outputs: Collection[str]) -> tuple[str, ...]:
     if unknown:
         raise SSNetError(f"unknown outputs {unknown} (known: {', '.join(OUTPUT_KEYS)})")
     return tuple(key for key in OUTPUT_KEYS if key in outputs)
-
-
-def alpha_weight(alpha: float) -> int:
-    """Overlay weight in 1/256 steps, as :func:`ssnet_ros.core.visualize.overlay` rounds it."""
-    if not 0.0 <= alpha <= 1.0:
-        raise SSNetError(f"overlay alpha {alpha} is outside 0..1")
-    return int(round(alpha * 256))
 
 
 def render_numpy(images: Sequence[np.ndarray], labels: np.ndarray, drivable: np.ndarray,

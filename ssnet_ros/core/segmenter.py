@@ -24,7 +24,8 @@ from .image_limits import MAX_SIDE
 from .input_size import auto_input_size, input_size_problem
 from .preprocessing import check_rgb, normalize, resize_frames, resize_nearest, resize_uint8
 from .render import OUTPUT_KEYS, PACK_ORDER, TRUST_KEY, DeviceTables, GraphCache, HostBuffers, \
-    Rendered, alpha_weight, check_outputs, on_device, render_numpy, render_packed, unpack
+    Rendered, check_outputs, on_device, render_numpy, render_packed, unpack
+from .visualize import alpha_weight
 from .trust import FEATURES as TRUST_FEATURES
 from .trust import TrustModel, trust_features
 from .visualize import palette_lut
@@ -144,8 +145,8 @@ class Segmenter:
     ``cuda_graphs`` (default: on for CUDA) replays :meth:`render_batch` as CUDA graphs.
     """
 
-    def __init__(self, weights: str | Path | None = None, *, device: str = "auto",
-                 precision: str = "auto",
+    def __init__(self, weights: str | Path | None = None, *, device: str | torch.device = "auto",
+                 precision: str | torch.dtype = "auto",
                  input_size: tuple[int, int] | str | None = None,
                  drivable_classes: Sequence[str] | None = None,
                  warmup: bool | None = None, cuda_graphs: bool | None = None,
@@ -175,13 +176,16 @@ class Segmenter:
                     drivable_rule=drivable_rule)
         return self
 
-    def _setup(self, model: torch.nn.Module, card: ModelCard, *, device: str, precision: str,
+    def _setup(self, model: torch.nn.Module, card: ModelCard, *, device: str | torch.device,
+               precision: str | torch.dtype,
                input_size: tuple[int, int] | str | None,
                drivable_classes: Sequence[str] | None,
                warmup: bool | None, cuda_graphs: bool | None,
                drivable_rule: DrivableRule) -> None:
-        self.device = resolve_device(device)
-        self.dtype = resolve_precision(precision, self.device)
+        # the node's parameters come resolved (validated once, there); names are resolved here
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.dtype = precision if isinstance(precision, torch.dtype) else \
+            resolve_precision(precision, self.device)
         self.card: ModelCard = card
         if drivable_classes is not None:
             unknown = [c for c in drivable_classes if c not in card.class_names]

@@ -6,7 +6,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..errors import SSNetError
 from .metrics import IGNORE_INDEX
+
+
+def alpha_weight(alpha: float) -> int:
+    """Overlay weight in 1/256 steps; SSNetError when ``alpha`` is outside 0..1 (the one check
+    of an overlay's alpha: the node, the Segmenter and the tools all come here)."""
+    if not 0.0 <= alpha <= 1.0:
+        raise SSNetError(f"overlay alpha {alpha} is outside 0..1")
+    return int(round(alpha * 256))
 
 
 def palette_lut(palette: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
@@ -41,9 +50,7 @@ def overlay(rgb: np.ndarray, color: np.ndarray, alpha: float) -> np.ndarray:
     if rgb.shape != color.shape or rgb.dtype != np.uint8 or color.dtype != np.uint8:
         raise ValueError(f"overlay needs two uint8 images of one shape, got {rgb.dtype} "
                          f"{rgb.shape} and {color.dtype} {color.shape}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha {alpha} is outside 0..1")
-    w = int(round(alpha * 256))
+    w = alpha_weight(alpha)
     out = rgb.astype(np.uint16) * (256 - w)
     out += color.astype(np.uint16) * w
     out += 128

@@ -10,15 +10,26 @@ from __future__ import annotations
 import array
 
 import numpy as np
-from sensor_msgs.msg import CompressedImage, Image
+from builtin_interfaces.msg import Time
+from nav_msgs.msg import OccupancyGrid
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from ..core.decode import CHANNELS, TRANSPORTS, check_compressed, to_rgb
+from ..core.camera_pipeline import Calibration
+from ..core.decode import CHANNELS, TRANSPORTS, camera_info_topic, check_compressed, \
+    to_rgb
+from ..core.ground_grid import GridSpec
 from ..core.decode import check_raw as check_image
 from ..core.image_limits import MAX_SIDE
 
-__all__ = ["CHANNELS", "MAX_SIDE", "TRANSPORTS", "check_compressed", "check_image",
-           "compressed_to_rgb", "image_to_rgb", "mono8_msg", "rgb8_msg"]
+__all__ = ["CHANNELS", "MAX_SIDE", "MESSAGE_CLASSES", "TRANSPORTS", "calibration",
+           "camera_info_topic", "check_compressed", "check_image", "compressed_to_rgb",
+           "grid_msg", "image_to_rgb", "mono8_msg", "rgb8_msg", "stamp_ns"]
+
+
+#: The rclpy class of each transport's message type (core.decode names them as bags do).
+MESSAGE_CLASSES: dict[str, type] = {"sensor_msgs/msg/Image": Image,
+                                    "sensor_msgs/msg/CompressedImage": CompressedImage}
 
 
 def image_to_rgb(msg: Image) -> np.ndarray:
@@ -60,8 +71,27 @@ def rgb8_msg(pixels: np.ndarray, header: Header) -> Image:
                  data=_data(pixels))
 
 
-def camera_info_topic(image_topic: str) -> str:
-    """The camera_info topic beside a resolved image topic, as image_transport's camera
-    subscriber reads it: ``/cam/image_raw`` -> ``/cam/camera_info``."""
-    base = image_topic.rsplit("/", 1)[0] if "/" in image_topic else ""
-    return f"{base}/camera_info" if base else "/camera_info"
+def calibration(msg: CameraInfo) -> Calibration:
+    """The pinhole model of a camera_info message (checked by its ``problem``)."""
+    return Calibration(tuple(float(v) for v in msg.k), int(msg.width), int(msg.height),
+                       tuple(float(v) for v in msg.d), str(msg.distortion_model))
+
+
+def stamp_ns(header: Header) -> int:
+    """A header's stamp in nanoseconds."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def grid_msg(data: np.ndarray, grid: GridSpec, frame_id: str, stamp: int) -> OccupancyGrid:
+    """An OccupancyGrid of ``data`` (grid height x width int8) over ``grid``'s cells in
+    ``frame_id``, stamped ``stamp`` (ns), its origin at the cells' minimum corner."""
+    when = Time(sec=stamp // 1_000_000_000, nanosec=stamp % 1_000_000_000)
+    msg = OccupancyGrid()
+    msg.header = Header(stamp=when, frame_id=frame_id)
+    msg.info.map_load_time = when
+    msg.info.resolution = float(grid.resolution)
+    msg.info.width, msg.info.height = grid.width, grid.height
+    msg.info.origin.position.x, msg.info.origin.position.y = grid.x_range[0], grid.y_range[0]
+    msg.info.origin.orientation.w = 1.0
+    msg.data = array.array("b", data.reshape(-1).tobytes())
+    return msg

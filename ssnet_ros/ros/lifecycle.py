@@ -31,6 +31,8 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 
 from ..errors import SSNetError
+from . import declare
+from .diagnostics import network_input
 from .node import NODE_NAME, SegmentationBase, _Interrupted, main as run_node
 
 WARM_UP_SIZE = (360, 480)
@@ -52,7 +54,7 @@ class SegmentationLifecycleNode(SegmentationBase, LifecycleNode):
         service.callback = self._on_change_state
         self._init_state()
         self._declare_parameters()
-        self._warn_unknown_overrides()
+        declare.warn_unknown_overrides(self)
         self.get_logger().info("unconfigured; configure and activate it to segment")
 
     def _on_change_state(self, request: ChangeState.Request, response: ChangeState.Response
@@ -80,7 +82,7 @@ class SegmentationLifecycleNode(SegmentationBase, LifecycleNode):
         try:
             self.configuring = True
             try:
-                self._load(self._current_values())
+                self._load(declare.current_values(self))
                 assert self.segmenter is not None
                 size = self.settings.input_size or WARM_UP_SIZE
                 self.segmenter(np.zeros((*size, 3), np.uint8), confidence=False)
@@ -98,7 +100,7 @@ class SegmentationLifecycleNode(SegmentationBase, LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f"configured: {self.segmenter.weights} on "
                                f"{self.segmenter.device}, network input "
-                               f"{self._network_input()}")
+                               f"{network_input(self.settings, self.segmenter)}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -114,7 +116,7 @@ class SegmentationLifecycleNode(SegmentationBase, LifecycleNode):
         self._close_outputs()
         self._unload()
         if not self._drivable_given:
-            self._hold_empty("drivable_classes", Parameter.Type.STRING_ARRAY)
+            declare.hold_empty(self, "drivable_classes", Parameter.Type.STRING_ARRAY)
         self.get_logger().info("cleaned up: model released")
         return TransitionCallbackReturn.SUCCESS
 

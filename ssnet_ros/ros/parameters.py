@@ -5,6 +5,7 @@ takes a change."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -13,19 +14,20 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.parameter import Parameter
 
-from ..core.drivable import DEFAULT_CONNECTED, DEFAULT_FLOOR, DrivableRule
-from ..core.ground_grid import GridSpec, pose_problem
+from ..core.decode import TRANSPORTS as INPUT_TRANSPORTS
+from ..core.decode import transport as input_transport
+from ..core.drivable import DEFAULT_CONNECTED, DEFAULT_FLOOR, DrivableRule, check_classes
+from ..core.ground_grid import GRID_FRAME, GridSpec, pose_problem
 from ..core.input_size import input_size_problem
-from ..core.segmenter import PRECISIONS, resolve_device, resolve_precision
+from ..core.render import OUTPUT_TOPICS
+from ..core.segmenter import PRECISIONS, Segmenter, resolve_device, resolve_precision
 from ..errors import SSNetError
 
-TRANSPORTS = ("raw", "compressed")
+TRANSPORTS = tuple(INPUT_TRANSPORTS)
+"""The input_transport values: one entry each in :data:`ssnet_ros.core.decode.TRANSPORTS`."""
 #: Output topics (relative to the node's namespace) keyed by their publish_* switch.
-OUTPUTS = {"labels": "segmentation/labels", "drivable_mask": "segmentation/drivable_mask",
-           "confidence": "segmentation/confidence", "color": "segmentation/color",
-           "overlay": "segmentation/overlay"}
+OUTPUTS = dict(OUTPUT_TOPICS)
 #: Per-frame drivable trust (sensor_msgs/RelativeHumidity: a stamped 0..1 value).
-TRUST_TOPIC = "segmentation/drivable_trust"
 CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*")
 
 
@@ -59,6 +61,7 @@ class ParamSpec:
 
 
 _T = Parameter.Type
+_GRID = GridSpec()  # the grid's defaults are GridSpec's (ssnet-eval-bag's too)
 PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("weights", "", _T.STRING,
               "Checkpoint file (.pt) written by ssnet-train, or the name of one shipped with "
@@ -95,8 +98,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "rest takes its most likely non-drivable class in the labels too. Measured "
               "default: docs/drivable.md.", dynamic=True),
     ParamSpec("input_transport", "raw", _T.STRING,
-              "raw subscribes to image (sensor_msgs/Image); compressed subscribes to "
-              "image/compressed (sensor_msgs/CompressedImage).",
+              "; ".join(f"{t.name} subscribes to image{t.topic_suffix} "
+                        f"({t.msgtype.replace('/msg/', '/')})"
+                        for t in INPUT_TRANSPORTS.values()) + ".",
               constraints=" | ".join(TRANSPORTS)),
     ParamSpec("overlay_alpha", 0.5, _T.DOUBLE,
               "Weight of the class colours in segmentation/overlay (0 = camera image only, "
@@ -111,15 +115,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "NAME/image/compressed) and publishes NAME/segmentation/*; frames that arrive "
               "together are segmented in one batch. Empty: one camera on image, outputs "
               "segmentation/*.", constraints="unique names like front or rear_left"),
-    ParamSpec("grid_frame", "base_link", _T.STRING,
+    ParamSpec("grid_frame", GRID_FRAME, _T.STRING,
               "frame_id of segmentation/drivable_grid, the frame camera_pose is given in; its "
               "z = 0 plane is the ground."),
-    ParamSpec("grid_resolution", 0.1, _T.DOUBLE,
+    ParamSpec("grid_resolution", _GRID.resolution, _T.DOUBLE,
               "Metres per cell of segmentation/drivable_grid.", range=(0.01, 10.0)),
-    ParamSpec("grid_x_range", [0.0, 40.0], _T.DOUBLE_ARRAY,
+    ParamSpec("grid_x_range", list(_GRID.x_range), _T.DOUBLE_ARRAY,
               "[min, max] metres along grid_frame's x covered by the grid.",
               constraints="two numbers, min < max"),
-    ParamSpec("grid_y_range", [-20.0, 20.0], _T.DOUBLE_ARRAY,
+    ParamSpec("grid_y_range", list(_GRID.y_range), _T.DOUBLE_ARRAY,
               "[min, max] metres along grid_frame's y covered by the grid.",
               constraints="two numbers, min < max"),
     ParamSpec("camera_pose", [], _T.DOUBLE_ARRAY,
@@ -167,6 +171,10 @@ class Settings:
     weights: str
     device: str
     precision: str
+    torch_device: Any
+    """The device ``device`` resolves to (torch.device), resolved once, here."""
+    dtype: Any
+    """The torch dtype ``precision`` resolves to on it."""
     input_size: tuple[int, int] | None
     drivable_classes: tuple[str, ...] | None
     input_transport: str
@@ -177,7 +185,7 @@ class Settings:
     """Camera names; empty for the single camera on ``image``."""
     grid: GridSpec | None = None
     """The drivable grid's cells (published with camera_pose, or the pose from TF)."""
-    grid_frame: str = "base_link"
+    grid_frame: str = GRID_FRAME
     camera_pose: tuple[float, ...] = ()
     """Six numbers per camera in the order of cameras (see :func:`camera_poses`)."""
     publish_grid: bool = True
@@ -199,24 +207,20 @@ def camera_poses(settings: Settings) -> list[tuple[float, ...]]:
 
 def validate(values: dict[str, Any]) -> Settings:
     """Check parameter values (name -> value) for consistency; raise SSNetError naming one."""
-    device = str(values["device"])
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
-        raise SSNetError(f"parameter device is {device!r}; use auto, cpu, cuda or cuda:N")
-    precision = str(values["precision"])
-    if precision not in PRECISIONS:
-        raise SSNetError(f"parameter precision is {precision!r}; use one of "
-                         f"{', '.join(PRECISIONS)}")
+    device, precision = str(values["device"]), str(values["precision"])
     try:
         dev = resolve_device(device)
     except SSNetError as exc:
         raise SSNetError(f"parameter device: {exc}") from None
     try:
-        resolve_precision(precision, dev)
+        dtype = resolve_precision(precision, dev)
     except SSNetError as exc:
         raise SSNetError(f"parameter precision: {exc}") from None
     transport = str(values["input_transport"])
-    if transport not in TRANSPORTS:
-        raise SSNetError(f"parameter input_transport is {transport!r}; use raw or compressed")
+    try:
+        input_transport(transport)
+    except SSNetError as exc:
+        raise SSNetError(f"parameter input_transport: {exc}") from None
     h, w = int(values["input_height"]), int(values["input_width"])
     if (h == 0) != (w == 0):
         raise SSNetError(f"parameters input_height ({h}) and input_width ({w}) must both be 0 "
@@ -254,14 +258,16 @@ def validate(values: dict[str, Any]) -> Settings:
                         tuple(values["grid_y_range"]))
     except SSNetError as exc:
         raise SSNetError(f"parameters grid_*: {exc}") from None
-    threshold = float(values["trust_threshold"])
-    if not 0.0 <= threshold <= 1.0:
-        raise SSNetError(f"parameter trust_threshold is {threshold}; it must be within 0..1")
+    for spec in PARAMETERS:  # ranges rclpy checks too, for values given another way
+        problem = change_problem(spec.name, values[spec.name])
+        if problem:
+            raise SSNetError(f"parameter {problem}")
     if not str(values["grid_frame"]).strip():
         raise SSNetError("parameter grid_frame must not be empty")
     rule = drivable_rule(values)
     return Settings(
         weights=str(values["weights"]), device=device, precision=precision,
+        torch_device=dev, dtype=dtype,
         input_size=(h, w) if h else None,
         drivable_classes=tuple(drivable) if drivable else None,
         input_transport=transport, diagnostics_period=float(values["diagnostics_period"]),
@@ -273,6 +279,57 @@ def validate(values: dict[str, Any]) -> Settings:
         publish_trust=bool(values["publish_drivable_trust"]),
         trust_threshold=float(values["trust_threshold"]),
         trust_unknown_grid=bool(values["trust_unknown_grid"]), drivable_rule=rule)
+
+
+SPECS = {spec.name: spec for spec in PARAMETERS}
+"""The parameter specs by name."""
+STARTUP = frozenset(spec.name for spec in PARAMETERS if not spec.dynamic)
+"""Parameters read while the node configures (read-only once it has)."""
+
+
+def change_problem(name: str, value: Any, segmenter: Segmenter | None = None) -> str | None:
+    """Why the node must refuse ``value`` for parameter ``name`` (None: it may take it): the
+    spec's range; with the model loaded (``segmenter``), a startup parameter at all, and a
+    drivable rule the model's classes cannot follow (nothing non-drivable to fall to)."""
+    spec = SPECS.get(name)
+    if spec is None:
+        return None
+    if segmenter is not None and name in STARTUP:
+        return f"{name} is read while configuring; clean the node up first"
+    if spec.range is not None:
+        low, high = spec.range
+        try:
+            inside = low <= float(value) <= high
+        except (TypeError, ValueError):
+            inside = False
+        if not inside:
+            return f"{name} {value} is outside {low:g}..{high:g}"
+    if name in ("drivable_floor", "drivable_connected") and value and segmenter is not None:
+        try:
+            check_classes(segmenter.drivable_ids, segmenter.card.num_classes, DrivableRule(1.0))
+        except SSNetError as exc:
+            return str(exc)
+    return None
+
+
+def updated(settings: Settings, changes: dict[str, Any]) -> Settings:
+    """``settings`` with the dynamic parameters in ``changes`` (name -> value) applied."""
+    publish = dict(settings.publish)
+    for name, value in changes.items():
+        if name.startswith("publish_") and name[8:] in OUTPUTS:
+            publish[name[8:]] = bool(value)
+    rule = settings.drivable_rule
+    if "drivable_floor" in changes or "drivable_connected" in changes:
+        rule = DrivableRule(float(changes.get("drivable_floor", rule.floor)),
+                            bool(changes.get("drivable_connected", rule.connected)))
+    get = changes.get
+    return dataclasses.replace(
+        settings, publish=publish, drivable_rule=rule,
+        overlay_alpha=float(get("overlay_alpha", settings.overlay_alpha)),
+        publish_grid=bool(get("publish_drivable_grid", settings.publish_grid)),
+        publish_trust=bool(get("publish_drivable_trust", settings.publish_trust)),
+        trust_threshold=float(get("trust_threshold", settings.trust_threshold)),
+        trust_unknown_grid=bool(get("trust_unknown_grid", settings.trust_unknown_grid)))
 
 
 def drivable_rule(values: dict[str, Any]) -> DrivableRule:

@@ -15,12 +15,12 @@ holds calibration.yaml (camera_calibration_parsers layout plus camera_pose, as t
 do), or else for KITTI-sized frames (KITTI's published calibration, camera 1.65 m above the
 road, level), it also publishes camera_info, sets the node's camera_pose and writes
 NAME_grid.png: the node's segmentation/drivable_grid, 40 m ahead and 20 m to each side
-(drivable green, not drivable red, unknown grey; legend, scale and title in the picture). It checks that
-grid against the node's published labels projected independently (OpenCV's projectPoints of
-every cell centre) and measures the ego lane (|y| < 1 m, 6-20 m ahead); grid_check.json holds
-both per frame. With a checkpoint whose card has a drivable trust model (docs/trust.md) it
-records the node's segmentation/drivable_trust per image (trust.json, and in each panel's
-title).
+(drivable green, not drivable red, unknown grey; legend, scale and title in the picture). It
+checks that grid against the node's published labels projected independently (OpenCV's
+projectPoints of every cell centre) and measures the ego lane (|y| < 1 m, 6-20 m ahead);
+grid_check.json holds both per frame. With a checkpoint whose card has a drivable trust model
+(docs/trust.md) it records the node's segmentation/drivable_trust per image (trust.json, and in
+each panel's title).
 """
 
 from __future__ import annotations
