@@ -35,6 +35,17 @@ def save_random_checkpoint(path: Path, *, zero_classifier_bias: bool = False,
     return save_checkpoint(path, model, card)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def restore_torch_threads() -> Iterator[None]:
+    """Give every test module the process's torch thread count back: modules that run on one
+    intra-op thread must not leave the next ones (e.g. training) on one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def ssnet_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight 11-class CamVid SSNet checkpoint (torch.manual_seed(0))."""
