@@ -42,6 +42,7 @@ setup(
             "ssnet-ship = ssnet_ros.training.ship:main",
             "ssnet-drivable-curve = ssnet_ros.tools.drivable_curve:main",
             "ssnet-fit-trust = ssnet_ros.training.fit_trust:main",
+            "ssnet-calibrate = ssnet_ros.tools.calibrate:main",
         ],
     },
 )

@@ -11,6 +11,7 @@ from conftest import NO_SHARED_DATA
 
 from ssnet_ros import SSNetError
 from ssnet_ros.datasets import IGNORE_INDEX, open_dataset
+from ssnet_ros.datasets.classes import CAMVID_CLASSES
 
 
 def test_camvid_fixture(camvid_fixture: Path) -> None:
@@ -122,6 +123,26 @@ def test_idd_lite_layout_and_bad_split(tmp_path: Path) -> None:
     np.testing.assert_array_equal(labels, [[0, 6, IGNORE_INDEX], [1, 2, IGNORE_INDEX]])
     with pytest.raises(SSNetError, match="split 'test' is not one of train, holdout, all"):
         open_dataset("idd_lite", tmp_path, "test")
+    # the looser reading: the same frames and labels; "drivable" allows Road or Pavement
+    loose = open_dataset("idd_lite_loose", tmp_path, "holdout")
+    assert loose.pairs == hold.pairs and (loose[0][1] == labels).all()
+    sets = loose.info.target_sets(CAMVID_CLASSES)
+    allowed = {CAMVID_CLASSES[j] for j in np.flatnonzero(sets[0])}
+    assert allowed == {"Road", "Pavement"}
+    assert (sets[1:] == hold.info.target_sets(CAMVID_CLASSES)[1:]).all()
+    assert loose.info.drivable_classes == hold.info.drivable_classes == ("drivable",)
+
+
+def test_weights_trained_on_the_looser_reading_saw_idd_lite_frames() -> None:
+    from ssnet_ros.core.checkpoint import ModelCard
+
+    card = ModelCard("ssnet", CAMVID_CLASSES, ((0, 0, 0),) * 11, ("Road",), (0, 0, 0),
+                     (1, 1, 1), (360, 480), training={"datasets": [
+                         {"name": "camvid", "split": "train"},
+                         {"name": "idd_lite_loose", "split": "train"}]})
+    assert card.trained_on("idd_lite", "train") and card.trained_on("idd_lite_loose", "train")
+    assert card.trained_on("idd_lite", "holdout") is None
+    assert "IDD / IDD-Lite" in card.licence()
 
 
 def _write_p2p(root: Path, numbers: list[int]) -> None:

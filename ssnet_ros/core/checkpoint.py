@@ -31,6 +31,9 @@ DATA_LICENCES = {
     "kitti_semantics": "KITTI (KIT, TTI-C): CC BY-NC-SA 3.0, non-commercial",
 }
 DATA_LICENCES["cityscapes_p2p"] = DATA_LICENCES["cityscapes"]
+#: Datasets that read another dataset's frames under other label sets: their frames, splits and
+#: terms are the other's.
+FRAMES_OF = {"idd_lite_loose": "idd_lite"}
 IMAGENET_LICENCE = "VGG-16 encoder initialised from ImageNet weights: non-commercial research"
 
 
@@ -69,7 +72,8 @@ class ModelCard:
         for entry in self.training.get("datasets") or ():
             if isinstance(entry, dict) and entry.get("name"):
                 parts = str(entry.get("split") or "train").split("+")
-                out.setdefault(str(entry["name"]), set()).update(parts)
+                name = FRAMES_OF.get(str(entry["name"]), str(entry["name"]))
+                out.setdefault(name, set()).update(parts)
         if not out and self.dataset:
             out[self.dataset] = {"train"}
         return out
@@ -77,7 +81,8 @@ class ModelCard:
     def trained_on(self, dataset: str, split: str) -> str | None:
         """A warning when (part of) ``dataset``/``split`` was training data of these weights:
         scores there measure fit, not generalisation; None when it was held out."""
-        seen = sorted(set(split.split("+")) & self.training_splits().get(dataset, set()))
+        frames = FRAMES_OF.get(dataset, dataset)
+        seen = sorted(set(split.split("+")) & self.training_splits().get(frames, set()))
         if not seen:
             return None
         return (f"{dataset}/{'+'.join(seen)} was part of this model's training data, so its "

@@ -7,6 +7,7 @@ Every reader yields ``(rgb, labels)``: an HxWx3 uint8 RGB image and HxW uint8 cl
 from __future__ import annotations
 
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from .classes import (CAMVID_CLASSES, CAMVID_DRIVABLE, CAMVID_PALETTE, CITYSCAPE
                       CITYSCAPES_P2P_IDS, CITYSCAPES_P2P_PALETTE, CITYSCAPES_P2P_TO_CAMVID,
                       CITYSCAPES_PALETTE,
                       IDD_LITE_CLASSES, IDD_LITE_DRIVABLE, IDD_LITE_PALETTE, IDD_LITE_TO_CAMVID,
+                      IDD_LITE_LOOSE_TO_CAMVID,
                       IGNORE_INDEX, KITTI_ROAD_CLASSES, KITTI_ROAD_DRIVABLE, KITTI_ROAD_PALETTE)
 
 
@@ -265,6 +267,14 @@ class IDDLite(SegmentationDataset):
         return self._lut[self._read_gray(path)]
 
 
+class IDDLiteLoose(IDDLite):
+    """IDD-Lite (the same files and splits) with its "drivable" class allowing Road or Pavement
+    in training (``IDD_LITE_LOOSE_TO_CAMVID``); scored as IDD-Lite is."""
+
+    info = dataclasses.replace(IDDLite.info, name="idd_lite_loose",
+                               label_sets=IDD_LITE_LOOSE_TO_CAMVID)
+
+
 #: Whole cities of the cityscapes_p2p numbering held out for validation (frame ranges, both
 #: ends included): Weimar and Zürich.
 CITYSCAPES_P2P_HOLDOUT = ((2712, 2853), (2854, 2975))
@@ -318,12 +328,13 @@ class CityscapesP2P(SegmentationDataset):
 
 DATASETS: dict[str, type[SegmentationDataset]] = {
     cls.info.name: cls
-    for cls in (CamVid, KittiSemantics, KittiRoad, Cityscapes, CityscapesP2P, IDDLite)}
+    for cls in (CamVid, KittiSemantics, KittiRoad, Cityscapes, CityscapesP2P, IDDLite,
+                IDDLiteLoose)}
 
 
 def open_dataset(name: str, root: str | Path, split: str) -> SegmentationDataset:
     """Open dataset ``name`` (camvid, kitti_semantics, kitti_road, cityscapes, cityscapes_p2p,
-    idd_lite).
+    idd_lite, idd_lite_loose).
 
     ``split`` may join several splits with ``+`` (e.g. ``train+val``)."""
     if name not in DATASETS:
@@ -337,6 +348,6 @@ def open_dataset(name: str, root: str | Path, split: str) -> SegmentationDataset
 
 
 __all__ = ["DATASETS", "IGNORE_INDEX", "CamVid", "Cityscapes", "CityscapesP2P", "DatasetInfo",
-           "IDDLite",
+           "IDDLite", "IDDLiteLoose",
            "KittiRoad",
            "KittiSemantics", "SegmentationDataset", "open_dataset"]

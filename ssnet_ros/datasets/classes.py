@@ -55,6 +55,13 @@ IDD_LITE_TO_CAMVID: dict[str, tuple[str, ...]] = {
     "sky": ("Sky",),
 }
 
+#: The looser reading of IDD-Lite (``idd_lite_loose``): IDD "drivable" (road, parking, unpaved
+#: fallback) is Road or Pavement, as CamVid's own 11-class merge files ParkingBlock and
+#: RoadShoulder under Pavement. Road/Pavement is then taught by CamVid and Cityscapes alone, and
+#: IDD no longer teaches unpaved shoulders as Road (stage 5, docs/results/stages.md).
+IDD_LITE_LOOSE_TO_CAMVID: dict[str, tuple[str, ...]] = {
+    **IDD_LITE_TO_CAMVID, "drivable": ("Road", "Pavement")}
+
 #: Cityscapes at low resolution (the pix2pix edition, ``cityscapes_p2p``): the label ids it
 #: keeps, each as a class of its own, so road, sidewalk, parking, rail track and terrain stay
 #: apart (the boundary the drivable mask must learn). Id 0 is ignore.

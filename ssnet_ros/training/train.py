@@ -41,7 +41,8 @@ from ..core.preprocessing import normalize
 from ..core.segmenter import Segmenter, bf16_is_native, resolve_weights
 
 Samples = list[tuple[np.ndarray, np.ndarray]]
-DEFAULT_VAL_SPLIT = {"idd_lite": "holdout", "cityscapes_p2p": "holdout"}
+DEFAULT_VAL_SPLIT = {"idd_lite": "holdout", "idd_lite_loose": "holdout",
+                     "cityscapes_p2p": "holdout"}
 
 
 def load_all(dataset: SegmentationDataset, limit: int | None = None,
