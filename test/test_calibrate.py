@@ -67,8 +67,8 @@ def test_the_calibrated_weights_decide_as_measured(tmp_path: Path, idd: Path) ->
     log = tmp_path / "samples_rank0.jsonl"
     log.write_text(json.dumps({"step": 0, "picks": [[1, 0], [1, 1], [0, 5]]}) + "\n")
     out = tmp_path / "cal"
-    args = ["--weights", str(default_weights()), "--samples", str(log), "--out", str(out), "--data",
-            str(SHARED_DATA), "--domain", "idd_lite:train", "--frames", "2",
+    args = ["--weights", str(default_weights()), "--samples", str(log), "--out", str(out),
+            "--data", str(SHARED_DATA), "--domain", "idd_lite:train", "--frames", "2",
             "--offsets=-0.5,1", "--min-precision", "0", *NET, "--no-progress"]
     assert main(args) == 0
     report = json.loads((out / "calibration.json").read_text())
@@ -121,6 +121,7 @@ def test_a_domain_of_another_split_is_refused(tmp_path: Path, idd: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     log = tmp_path / "samples_rank0.jsonl"
     log.write_text(json.dumps({"step": 0, "picks": [[1, 0]]}) + "\n")
-    assert main(["--weights", str(default_weights()), "--samples", str(log), "--out", str(tmp_path / "o"),
-                 "--data", str(SHARED_DATA), "--domain", "idd_lite:holdout", *NET]) == 2
+    assert main(["--weights", str(default_weights()), "--samples", str(log), "--out",
+                 str(tmp_path / "o"), "--data", str(SHARED_DATA), "--domain", "idd_lite:holdout",
+                 *NET]) == 2
     assert "numbers the frames of the split" in capsys.readouterr().err

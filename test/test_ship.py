@@ -10,7 +10,16 @@ import pytest
 
 from ssnet_ros.core.checkpoint import read_card
 from ssnet_ros.training.ship import main as ship_main
-from ssnet_ros.training.ship import stage_criterion
+from ssnet_ros.errors import SSNetError
+from ssnet_ros.training.ship import read_sheet, sheet_check, stage_criterion
+
+
+def _sheet(path: Path, shares: list[float], ego: list[float]) -> Path:
+    """An ssnet-sheet JSON of frames a.png, b.png, ... with these figures."""
+    frames = [{"image": f"{chr(97 + i)}.png", "drivable_share": s, "ego_lane_drivable": e}
+              for i, (s, e) in enumerate(zip(shares, ego))]
+    path.write_text(json.dumps({"weights": "w.pt", "frames": frames}))
+    return path
 
 def _eval(folder: Path, key: str, iou: float, precision: float, miou: float = 0.6,
           road: float = 0.9) -> Path:
@@ -64,13 +73,41 @@ def test_stage_ships_only_when_better_and_records_lineage(tmp_path: Path,
               _eval(tmp_path / "new", "cityscapes_p2p/holdout", 0.85, 0.93),
               _eval(tmp_path / "new", "camvid/val", 0.9, 0.97)]
     out = tmp_path / "out.pt"
-    args = [str(stage), "--selection", str(shipped), "--stage", "stage 3", "--out", str(out),
-            "--baseline-eval", *map(str, old), "--eval"]
+    base_sheet = _sheet(tmp_path / "base_sheet.json", [0.3, 0.2], [1.0, 0.95])
+    sheet = _sheet(tmp_path / "sheet.json", [0.28, 0.21], [1.0, 0.93])
+    more = _sheet(tmp_path / "more.json", [0.31, 0.21], [1.0, 0.95])
+    base = [str(stage), "--selection", str(shipped), "--stage", "stage 3", "--out", str(out),
+            "--baseline-sheet", str(base_sheet), "--baseline-eval", *map(str, old)]
+    assert ship_main(base + ["--eval", *map(str, better)]) == 2  # no --sheet
+    args = base + ["--sheet", str(sheet), "--eval"]
     assert ship_main(args + list(map(str, worse))) == 2 and not out.exists()
+    # better hold-outs, but more of the KITTI frames marked
+    assert ship_main(base + ["--sheet", str(more), "--eval", *map(str, better)]) == 2
+    assert not out.exists()
     assert ship_main(args + list(map(str, better))) == 0
     card = read_card(out)
     stages = card.training["stages"]
     assert [s["name"] for s in stages] == ["shipped before staged training", "stage 3"]
     assert stages[1]["holdout"]["cityscapes_p2p/holdout"]["drivable"]["iou"] == 0.85
     assert card.metrics["stage"]["criterion"]["passed"]
+    assert card.metrics["stage"]["criterion"]["kitti_sheet"]["drivable_share"] == \
+        pytest.approx(0.245)
     assert ship_main(args + list(map(str, better))) == 2  # exists, no --overwrite
+
+
+def test_the_kitti_sheet_check(tmp_path: Path) -> None:
+    base = read_sheet(_sheet(tmp_path / "b.json", [0.3, 0.2, 0.1], [1.0, 0.85, 0.95]))
+    fewer = sheet_check(read_sheet(_sheet(tmp_path / "s.json", [0.25, 0.2, 0.1],
+                                          [1.0, 0.8, 0.92])), base)
+    assert not fewer["failures"] and fewer["drivable_share"] == pytest.approx(0.55 / 3)
+    holed = sheet_check(read_sheet(_sheet(tmp_path / "h.json", [0.25, 0.2, 0.1],
+                                          [1.0, 0.8, 0.89])), base)
+    assert holed["new_ego_lane_holes"] == ["c.png"] and len(holed["failures"]) == 1
+    more = sheet_check(read_sheet(_sheet(tmp_path / "m.json", [0.3, 0.21, 0.1],
+                                         [1.0, 0.9, 0.95])), base)
+    assert "drivable share 20.3 % above the shipped 20.0 %" in more["failures"][0]
+    with pytest.raises(SSNetError, match="not of the same frames"):
+        sheet_check(read_sheet(_sheet(tmp_path / "o.json", [0.3], [1.0])), base)
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(SSNetError, match="bad.json is not an ssnet-sheet JSON"):
+        read_sheet(tmp_path / "bad.json")

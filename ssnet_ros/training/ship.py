@@ -25,7 +25,11 @@ started from (``--selection``) on the criterion declared before training
 (:func:`stage_criterion`), both measured by ``ssnet-eval`` on the same fixed hold-outs
 (``--eval`` for the stage, ``--baseline-eval`` for the shipped weights). The card's
 ``training["stages"]`` keeps the lineage: every stage's data, recipe, steps and hold-out
-figures, oldest first.
+figures, oldest first. The KITTI road frames are part of the criterion through ``ssnet-sheet``
+(``--sheet`` for the stage, ``--baseline-sheet`` for the shipped weights, the same frames):
+there the shipped weights already find nearly all the road (recall 99 %) at a precision of
+55 %, so drivable area a stage adds is false road: it must not mark more of the frames, nor
+leave a hole in an ego lane the shipped weights fill (:func:`sheet_check`).
 
     ssnet-ship runs/final/final.pt --selection runs/select/best.pt \\
         --final-eval runs/final/best.pt --out ssnet_ros/weights/ssnet_camvid.pt --overwrite
@@ -69,6 +73,46 @@ CRITERION_HOLDOUTS = ("idd_lite/holdout", "cityscapes_p2p/holdout")
 MIN_PRECISION = 0.90
 MAX_CAMVID_MIOU_LOSS = 0.02
 MAX_CAMVID_CLASS_LOSS = 0.08
+#: An ego lane with less of its box drivable than this has a hole (as ``ssnet-sheet`` says).
+EGO_LANE_HOLE = 0.9
+
+
+def read_sheet(path: Path) -> dict[str, dict[str, float]]:
+    """image -> its ``drivable_share`` and ``ego_lane_drivable`` from an ``ssnet-sheet`` JSON."""
+    try:
+        frames = json.loads(Path(path).read_text())["frames"]
+        return {str(f["image"]): {"drivable_share": float(f["drivable_share"]),
+                                  "ego_lane_drivable": float(f["ego_lane_drivable"])}
+                for f in frames}
+    except OSError as exc:
+        raise SSNetError(f"cannot read the sheet {path}: {exc.strerror}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SSNetError(f"{path} is not an ssnet-sheet JSON ({exc})") from None
+
+
+def sheet_check(stage: dict[str, dict[str, float]],
+                baseline: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """The KITTI part of the criterion, on the same frames: the stage's mean drivable share
+    is not above the baseline's, and no frame gets an ego-lane hole the baseline does not
+    have. Returns the figures and the failures."""
+    if not stage or sorted(stage) != sorted(baseline):
+        raise SSNetError("the stage's and the shipped weights' sheets are not of the same "
+                         "frames; run ssnet-sheet on one folder for both")
+
+    def mean_share(frames: dict[str, dict[str, float]]) -> float:
+        return sum(f["drivable_share"] for f in frames.values()) / len(frames)
+
+    new, old = mean_share(stage), mean_share(baseline)
+    holes = sorted(k for k, f in stage.items() if f["ego_lane_drivable"] < EGO_LANE_HOLE
+                   and baseline[k]["ego_lane_drivable"] >= EGO_LANE_HOLE)
+    failures = []
+    if new > old:
+        failures.append(f"KITTI sheet: drivable share {100 * new:.1f} % above the shipped "
+                        f"{100 * old:.1f} % (there, more drivable is more false road)")
+    if holes:
+        failures.append(f"KITTI sheet: new ego-lane holes in {', '.join(holes)}")
+    return {"frames": len(stage), "drivable_share": new, "baseline_drivable_share": old,
+            "new_ego_lane_holes": holes, "failures": failures}
 
 
 def stage_criterion(figures: dict[str, dict[str, Any]],
@@ -114,10 +158,12 @@ def stage_criterion(figures: dict[str, dict[str, Any]],
 
 
 def ship_stage(stage: Path, shipped: Path, out: Path, *, name: str, evals: Sequence[Path],
-               baseline_evals: Sequence[Path], overwrite: bool = False) -> dict[str, Any]:
+               baseline_evals: Sequence[Path], sheet: Path, baseline_sheet: Path,
+               overwrite: bool = False) -> dict[str, Any]:
     """Ship ``stage`` (trained from ``shipped``) to ``out`` if it passes
-    :func:`stage_criterion`; its card keeps ``shipped``'s claims and appends the stage to
-    ``training["stages"]``. Returns the criterion; raises SSNetError when it fails."""
+    :func:`stage_criterion` and :func:`sheet_check`; its card keeps ``shipped``'s claims and
+    appends the stage to ``training["stages"]``. Returns the criterion; raises SSNetError when
+    it fails."""
     if out.exists() and not overwrite:
         raise SSNetError(f"output {out} exists; pass --overwrite to replace it")
     model, card = load_checkpoint(stage)
@@ -127,6 +173,9 @@ def ship_stage(stage: Path, shipped: Path, out: Path, *, name: str, evals: Seque
     figures = dict(read_eval(p) for p in evals)
     baseline = dict(read_eval(p) for p in baseline_evals)
     verdict = stage_criterion(figures, baseline)
+    verdict["kitti_sheet"] = sheet_check(read_sheet(sheet), read_sheet(baseline_sheet))
+    verdict["failures"] += verdict["kitti_sheet"]["failures"]
+    verdict["passed"] = not verdict["failures"]
     if not verdict["passed"]:
         raise SSNetError(f"{name!r} is not shipped: " + "; ".join(verdict["failures"]))
     stages = list(previous.training.get("stages", []))
@@ -209,13 +258,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--baseline-eval", nargs="*", type=Path, default=[],
                    help="ssnet-eval metrics.json files of --selection on the same hold-outs "
                         "(with --stage)")
+    p.add_argument("--sheet", type=Path, default=None,
+                   help="ssnet-sheet JSON of FINAL on the KITTI road frames (with --stage)")
+    p.add_argument("--baseline-sheet", type=Path, default=None,
+                   help="ssnet-sheet JSON of --selection on the same frames (with --stage)")
     p.add_argument("--out", required=True, type=Path, help="checkpoint to write")
     cli.add(p, "--overwrite")
     args = p.parse_args(argv)
     try:
         if args.stage:
+            if args.sheet is None or args.baseline_sheet is None:
+                raise SSNetError("--stage needs --sheet and --baseline-sheet (ssnet-sheet on "
+                                 "the KITTI road frames, for the stage and the shipped weights)")
             verdict = ship_stage(args.final, args.selection, args.out, name=args.stage,
                                  evals=args.eval, baseline_evals=args.baseline_eval,
+                                 sheet=args.sheet, baseline_sheet=args.baseline_sheet,
                                  overwrite=args.overwrite)
             print(f"wrote {args.out}: {args.stage!r} mean hold-out drivable IoU "
                   f"{100 * verdict['score']:.2f} (shipped "
