@@ -43,6 +43,7 @@ setup(
             "ssnet-drivable-curve = ssnet_ros.tools.drivable_curve:main",
             "ssnet-fit-trust = ssnet_ros.training.fit_trust:main",
             "ssnet-calibrate = ssnet_ros.tools.calibrate:main",
+            "ssnet-interpolate = ssnet_ros.training.interpolate:main",
         ],
     },
 )
