@@ -278,6 +278,9 @@ def _train(args: argparse.Namespace, world: Distributed) -> int:  # noqa: C901 -
                      drivable_classes=info.drivable_classes, mean=VGG_MEAN_RGB, std=VGG_STD_RGB,
                      train_size=tuple(train_sets[0][0][1].shape), dataset="+".join(args.dataset),
                      metrics={}, input_rule=dict(DEFAULT_RULE))
+    # --seed fixes the initial weights too (the decoder's random init, on every rank alike):
+    # without it a run's start depended on whatever used the global generator before it
+    torch.manual_seed(args.seed)
     if init:
         init_model, init_card = load_checkpoint(init)
         if init_card.model != args.model or init_card.class_names != model_classes:
