@@ -13,10 +13,11 @@ Imports nothing heavy: the entry points (:mod:`ssnet_ros.node`,
 
 from __future__ import annotations
 
-from .ros.signals import STOP, Interrupted, die_with_parent, guard_start, ignore_signals
+from .ros.signals import (STOP, Interrupted, caused_by_signal, die_with_parent, guard_start,
+                          ignore_signals)
 
-__all__ = ["STOP", "Interrupted", "die_with_parent", "guard_start", "ignore_signals",
-           "run_node"]
+__all__ = ["STOP", "Interrupted", "caused_by_signal", "die_with_parent", "guard_start",
+           "ignore_signals", "run_node"]
 
 
 def run_node(lifecycle: bool, argv: list[str] | None = None) -> int:
@@ -32,5 +33,8 @@ def run_node(lifecycle: bool, argv: list[str] | None = None) -> int:
             code = main(argv)
     except Interrupted:
         pass
+    except Exception as exc:  # the Interrupted, wrapped by Python on its way out of an import
+        if not caused_by_signal(exc):
+            raise
     ignore_signals()
     return code

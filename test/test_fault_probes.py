@@ -192,6 +192,45 @@ def test_ctrl_c_at_any_moment_of_start_up_exits_cleanly(ssnet_checkpoint: Path,
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
 
 
+def test_a_signal_python_wrapped_on_its_way_out_still_ends_the_start_up_cleanly(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while torch's import defines a dataclass: Python wraps the Interrupted in a
+    RuntimeError ("Error calling __set_name__"; the test above met it once, under load). The
+    start-up still ends with 0; a RuntimeError of its own is still an error."""
+    from ssnet_ros import startup
+    from ssnet_ros.ros import node as node_module
+    from ssnet_ros.ros.signals import STOP, Interrupted, caused_by_signal
+
+    class Field:
+        def __set_name__(self, owner: type, name: str) -> None:
+            raise Interrupted
+
+    def define_a_class(argv: list[str] | None = None) -> int:
+        STOP.set()
+        type("Component", (), {"field": Field()})
+        return 5
+
+    monkeypatch.setattr(startup, "guard_start", lambda: None)
+    monkeypatch.setattr(startup, "ignore_signals", lambda: None)  # not in the test process
+    monkeypatch.setattr(node_module, "main", define_a_class)
+    try:
+        with pytest.raises(RuntimeError) as wrapped:
+            define_a_class()
+        assert caused_by_signal(wrapped.value) and not isinstance(wrapped.value, Interrupted)
+        assert startup.run_node(False, []) == 0
+        STOP.clear()
+
+        def fails(argv: list[str] | None = None) -> int:
+            raise RuntimeError("a real error")
+
+        monkeypatch.setattr(node_module, "main", fails)
+        assert not caused_by_signal(RuntimeError("a real error"))
+        with pytest.raises(RuntimeError, match="a real error"):
+            startup.run_node(False, [])
+    finally:
+        STOP.clear()
+
+
 @pytest.mark.parametrize("signum, repeat", [(signal.SIGINT, 2), (signal.SIGTERM, 3)])
 def test_repeated_signals_while_idle_exit_zero(ros_context: Any, ssnet_checkpoint: Path,
                                                signum: int, repeat: int) -> None:

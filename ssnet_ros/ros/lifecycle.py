@@ -34,6 +34,7 @@ from ..errors import SSNetError
 from . import declare
 from .diagnostics import network_input
 from .node import NODE_NAME, SegmentationBase, _Interrupted, main as run_node
+from .signals import caused_by_signal
 
 WARM_UP_SIZE = (360, 480)
 """Frame size of the warm-up pass at configure (the first real frame of another size pays
@@ -93,7 +94,9 @@ class SegmentationLifecycleNode(SegmentationBase, LifecycleNode):
             self.get_logger().error(f"cannot configure: {exc}")
             self._unload()
             return TransitionCallbackReturn.FAILURE
-        except _Interrupted:
+        except (_Interrupted, Exception) as exc:  # Exception: an Interrupted Python wrapped
+            if not caused_by_signal(exc):
+                raise
             self.get_logger().info("configure interrupted by SIGINT/SIGTERM: stopping")
             self._close_outputs()
             self._unload()

@@ -48,7 +48,7 @@ from .parameters import OUTPUTS, PARAMETERS, camera_poses, \
     change_problem, updated, validate
 from .poses import PoseSource
 from .worker import SegmentationWorker
-from .signals import STOP, Interrupted, die_with_parent
+from .signals import STOP, Interrupted, caused_by_signal, die_with_parent
 from ..core.camera_pipeline import Pipeline
 from ..core.render import GRID_TOPIC, TRUST_TOPIC
 from ..core.segmenter import Segmenter
@@ -391,6 +391,8 @@ def main(argv: list[str] | None = None, node_class: type | None = None,
         except (SSNetError, _Interrupted):
             raise
         except Exception as exc:  # e.g. an invalid topic name from a remap: one sentence
+            if caused_by_signal(exc):  # a signal's Interrupted, wrapped by Python on its way
+                raise _Interrupted from None
             raise SSNetError(f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") \
                 from None
         ready = True

@@ -25,6 +25,19 @@ class Interrupted(BaseException):
     ``except Exception`` on the way, e.g. around torch.load, mistakes it for an error)."""
 
 
+def caused_by_signal(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is an :class:`Interrupted` or was raised because of one: Python wraps
+    an exception raised in some places (a descriptor's ``__set_name__`` while a module such as
+    torch defines its classes) in a RuntimeError whose cause is the Interrupted."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, Interrupted):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _on_signal(signum: int, frame: Any) -> None:
     first = not STOP.is_set()
     STOP.set()
