@@ -58,10 +58,18 @@ def test_criterion_score_and_floors() -> None:
     assert not forgot["passed"] and "camvid/val mIoU" in forgot["failures"][0]
     collapsed = stage_criterion(_figs(0.90, 0.90, 0.93, road=0.8), base)
     assert any("Road IoU" in f for f in collapsed["failures"])
+    # without CamVid val figures the hold-outs are still judged, and nothing passes
+    unjudged = {k: v for k, v in _figs(0.87, 0.85, 0.93).items() if k != "camvid/val"}
+    good = stage_criterion(unjudged, base)
+    assert not good["passed"] and not good["failures"] and not good["camvid_judged"]
+    unjudged["idd_lite/holdout"]["drivable"]["iou"] = 0.70
+    assert "not above the shipped" in stage_criterion(unjudged, base)["failures"][0]
+    with pytest.raises(SSNetError, match="needs ssnet-eval figures of idd_lite/holdout"):
+        stage_criterion({k: v for k, v in unjudged.items() if k != "idd_lite/holdout"}, base)
 
 
-def test_stage_ships_only_when_better_and_records_lineage(tmp_path: Path,
-                                                         ssnet_checkpoint: Path) -> None:
+def test_stage_ships_only_when_better_and_records_lineage(
+        tmp_path: Path, ssnet_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
     shipped = stage = ssnet_checkpoint
     old = [_eval(tmp_path / "old", "idd_lite/holdout", 0.87, 0.95),
            _eval(tmp_path / "old", "cityscapes_p2p/holdout", 0.80, 0.91),
@@ -81,6 +89,12 @@ def test_stage_ships_only_when_better_and_records_lineage(tmp_path: Path,
     assert ship_main(base + ["--eval", *map(str, better)]) == 2  # no --sheet
     args = base + ["--sheet", str(sheet), "--eval"]
     assert ship_main(args + list(map(str, worse))) == 2 and not out.exists()
+    # no CamVid val figures: a stage that fails the hold-outs is refused for that...
+    assert ship_main(args + list(map(str, worse[:2]))) == 2
+    assert "mean hold-out drivable IoU" in capsys.readouterr().err
+    # ... and one that passes them cannot ship without them
+    assert ship_main(args + list(map(str, better[:2]))) == 2 and not out.exists()
+    assert "needs ssnet-eval figures of camvid/val" in capsys.readouterr().err
     # better hold-outs, but more of the KITTI frames marked
     assert ship_main(base + ["--sheet", str(more), "--eval", *map(str, better)]) == 2
     assert not out.exists()
