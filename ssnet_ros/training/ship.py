@@ -115,6 +115,12 @@ def sheet_check(stage: dict[str, dict[str, float]],
             "new_ego_lane_holes": holes, "failures": failures}
 
 
+def missing_figures(keys: Sequence[str]) -> SSNetError:
+    """The one error for figures the stage criterion needs and was not given."""
+    return SSNetError(f"the stage criterion needs ssnet-eval figures of "
+                      f"{', '.join(sorted(set(keys)))} for both the stage and the baseline")
+
+
 def stage_criterion(figures: dict[str, dict[str, Any]],
                     baseline: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The declared stage criterion of ``figures`` against ``baseline`` (dataset/split ->
@@ -129,8 +135,7 @@ def stage_criterion(figures: dict[str, dict[str, Any]],
     passes there cannot pass without it (see :func:`ship_stage`)."""
     missing = [k for k in CRITERION_HOLDOUTS for figs in (figures, baseline) if k not in figs]
     if missing:
-        raise SSNetError(f"the stage criterion needs ssnet-eval figures of "
-                         f"{', '.join(sorted(set(missing)))} for both the stage and the baseline")
+        raise missing_figures(missing)
     camvid = "camvid/val" in figures and "camvid/val" in baseline
 
     def score(figs: dict[str, dict[str, Any]]) -> float:
@@ -181,8 +186,7 @@ def ship_stage(stage: Path, shipped: Path, out: Path, *, name: str, evals: Seque
     verdict["kitti_sheet"] = sheet_check(read_sheet(sheet), read_sheet(baseline_sheet))
     verdict["failures"] += verdict["kitti_sheet"]["failures"]
     if not verdict["camvid_judged"] and not verdict["failures"]:
-        raise SSNetError("the stage criterion needs ssnet-eval figures of camvid/val for "
-                         "both the stage and the baseline")
+        raise missing_figures(["camvid/val"])
     verdict["passed"] = not verdict["failures"]
     if not verdict["passed"]:
         unjudged = ("" if verdict["camvid_judged"] else
