@@ -16,8 +16,8 @@ from ssnet_ros.core.checkpoint import load_checkpoint, read_card
 from ssnet_ros.core.drivable import OFF
 from ssnet_ros.core.segmenter import Segmenter, default_weights
 from ssnet_ros.errors import SSNetError
-from ssnet_ros.tools.calibrate import CLASSIFIER_BIAS, choose, drawn_frames, main, measure, \
-    parse_offsets, unseen_frames
+from ssnet_ros.tools.calibrate import CLASSIFIER_BIAS, choose, drawn_by_frames, drawn_frames, \
+    main, measure, parse_offsets, soup_samples, unseen_frames
 
 NET = ("--input-height", "96", "--input-width", "128")
 
@@ -45,6 +45,31 @@ def test_a_bad_samples_log_names_the_file_and_line(tmp_path: Path) -> None:
         drawn_frames([log], ["camvid", "idd_lite"])
     log.write_text('{"step": 0, "picks": [[0, 3], [1, 7], [1, 9]]}\n')
     assert drawn_frames([log], ["camvid", "idd_lite"]) == {"camvid": {3}, "idd_lite": {7, 9}}
+
+
+def test_a_soup_s_logs_are_read_with_their_own_stage_s_datasets(tmp_path: Path) -> None:
+    """Each stage of a soup numbers its picks by its own datasets; a frame drawn under
+    idd_lite or idd_lite_loose (the same frames) is drawn; every stage's log is required."""
+    ingredients = []
+    for stage, names in (("s4", ["camvid", "idd_lite"]), ("s5", ["idd_lite_loose", "camvid"])):
+        (tmp_path / stage).mkdir()
+        ingredients.append({"stage": str(tmp_path / stage / "final.pt"), "training": {
+            "datasets": [{"name": n, "split": "train"} for n in names]}})
+    training = {"datasets": [], "interpolation": {"ingredients": ingredients}}
+    log4, log5 = tmp_path / "s4" / "samples_rank0.jsonl", tmp_path / "s5" / "samples_rank0.jsonl"
+    log4.write_text('{"picks": [[0, 1], [1, 2]]}\n')
+    log5.write_text('{"picks": [[0, 3], [1, 4]]}\n')
+    pairs = soup_samples(training, [log5, log4])
+    assert [names for _, names in pairs] == [["idd_lite_loose", "camvid"], ["camvid", "idd_lite"]]
+    assert drawn_by_frames(pairs) == {"camvid": {1, 4}, "idd_lite": {2, 3}}
+    with pytest.raises(SSNetError, match=r"s5/final.pt have no samples log"):
+        soup_samples(training, [log4])
+    stray = tmp_path / "samples_rank0.jsonl"
+    stray.write_text(log4.read_text())
+    with pytest.raises(SSNetError, match="in none of the soup's stage folders"):
+        soup_samples(training, [log4, log5, stray])
+    # one stage: the card's own datasets
+    assert soup_samples({"datasets": [{"name": "camvid"}]}, [log4]) == [(log4, ["camvid"])]
 
 
 @pytest.fixture(scope="module")

@@ -73,3 +73,49 @@ def test_what_cannot_be_mixed_is_refused(tmp_path: Path, shipped: Path,
     with pytest.raises(SSNetError, match="not the same network"):
         interpolate(other, stage, tmp_path / "x.pt", 0.5)
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_a_soup_is_the_mean_of_its_stages_and_its_card_lists_them(tmp_path: Path,
+                                                                  shipped: Path) -> None:
+    """Two stages (+0.5 and +1.5 from the shipped weights): at alpha 1 the soup is their mean,
+    +1.0; its card keeps each stage's training record and the union of their datasets."""
+    one = a_stage(shipped, tmp_path / "a" / "final.pt",
+                  datasets=[{"name": "camvid", "split": "train", "mix": 0.5},
+                            {"name": "idd_lite", "split": "train", "mix": 0.5}])
+    model, card = load_checkpoint(one)
+    with torch.no_grad():
+        for value in model.state_dict().values():
+            if value.is_floating_point():
+                value += 1.0
+    two = tmp_path / "b" / "final.pt"
+    save_checkpoint(two, model, card.replace(training={
+        **card.training, "datasets": [{"name": "camvid", "split": "train", "mix": 0.3},
+                                      {"name": "cityscapes_p2p", "split": "train", "mix": 0.7}]}))
+    out = tmp_path / "soup.pt"
+    assert main([str(one), str(two), "--alpha", "1", "--out", str(out)]) == 0
+    base_state = load_checkpoint(shipped)[0].state_dict()
+    soup, soup_card = load_checkpoint(out)
+    for key, value in soup.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (base_state[key] + 1.0).half().float(),
+                                       rtol=1e-3, atol=2e-3)
+    training = soup_card.training
+    assert [(d["name"], d["split"]) for d in training["datasets"]] == [
+        ("camvid", "train"), ("idd_lite", "train"), ("cityscapes_p2p", "train")]
+    assert all("mix" not in d for d in training["datasets"])  # a soup has no single mix
+    record = training["interpolation"]
+    assert record["stages"] == [str(one), str(two)] and "stage" not in record
+    assert [i["training"]["datasets"][1]["name"] for i in record["ingredients"]] == [
+        "idd_lite", "cityscapes_p2p"]
+    assert "epoch" not in soup_card.metrics
+    # half-way: (1 - 0.5) * shipped + 0.5 * (shipped + 1.0)
+    interpolate(shipped, [one, two], tmp_path / "half.pt", 0.5)
+    for key, value in load_checkpoint(tmp_path / "half.pt")[0].state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (base_state[key] + 0.5).half().float(),
+                                       rtol=1e-3, atol=2e-3)
+    with pytest.raises(SSNetError, match="given twice"):
+        interpolate(shipped, [one, one], tmp_path / "x.pt", 1.0)
+    with pytest.raises(SSNetError, match="already interpolated"):
+        interpolate(shipped, [one, out], tmp_path / "x.pt", 1.0)
+    assert not (tmp_path / "x.pt").exists()

@@ -34,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from ..core import options as cli
-from ..core.checkpoint import load_checkpoint, save_checkpoint
+from ..core.checkpoint import FRAMES_OF, load_checkpoint, save_checkpoint
 from ..core.drivable import OFF
 from ..core.fileio import atomic_path, write_json, write_text
 from ..core.preprocessing import resize_nearest
@@ -82,6 +82,43 @@ def drawn_frames(samples: Sequence[Path], dataset_names: Sequence[str]) -> dict[
                                  f"the checkpoint's {len(dataset_names)} training datasets") \
                     from None
     return drawn
+
+
+def soup_samples(training: dict[str, Any],
+                 samples: Sequence[Path]) -> list[tuple[Path, list[str]]]:
+    """Each samples log with the dataset names its picks index: the card's training datasets,
+    or for a soup (``training.interpolation.ingredients``) those of the stage whose run folder
+    holds the log; every stage of a soup must have its log given."""
+    ingredients = (training.get("interpolation") or {}).get("ingredients")
+    if not ingredients:
+        names = [str(d["name"]) for d in training.get("datasets", [])]
+        return [(path, names) for path in samples]
+    folders = [Path(str(i["stage"])).parent.resolve() for i in ingredients]
+    named = ", ".join(str(Path(str(i["stage"])).parent) for i in ingredients)
+    pairs, covered = [], set()
+    for path in samples:
+        folder = path.parent.resolve()
+        if folder not in folders:
+            raise SSNetError(f"samples log {path} is in none of the soup's stage folders "
+                             f"({named})")
+        k = folders.index(folder)
+        covered.add(k)
+        pairs.append((path, [str(d["name"]) for d in ingredients[k]["training"]["datasets"]]))
+    missing = [str(ingredients[k]["stage"]) for k in range(len(ingredients)) if k not in covered]
+    if missing:
+        raise SSNetError(f"the soup's stages {', '.join(missing)} have no samples log among "
+                         f"--samples, so the frames they drew are unknown")
+    return pairs
+
+
+def drawn_by_frames(pairs: Sequence[tuple[Path, Sequence[str]]]) -> dict[str, set[int]]:
+    """The frames the logs show drawn, keyed by whose frames they are (``idd_lite_loose``
+    reads ``idd_lite``'s frames: a frame drawn under either is drawn)."""
+    out: dict[str, set[int]] = {}
+    for path, names in pairs:
+        for name, frames in drawn_frames([path], names).items():
+            out.setdefault(FRAMES_OF.get(name, name), set()).update(frames)
+    return out
 
 
 def unseen_frames(count: int, drawn: set[int], frames: int) -> list[int]:
@@ -239,23 +276,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SSNetError(f"{args.weights} is already calibrated (its card's "
                          f"training.calibration); calibrate the uncalibrated stage instead")
     trained = segmenter.card.training.get("datasets", [])
-    sources = [d["name"] for d in trained]
+    sources = [str(d["name"]) for d in trained]
     if not sources:
         raise SSNetError(f"{args.weights}: its card lists no training datasets, so the "
                          f"frames it never drew are unknown")
-    drawn = drawn_frames(args.samples, sources)
+    drawn = drawn_by_frames(soup_samples(segmenter.card.training, args.samples))
     domains, frames = {}, {}
     for name, root, split in (parse_domain(d, args.data) for d in
                               args.domain or DEFAULT_DOMAINS):
-        if name not in drawn:
+        whose = FRAMES_OF.get(name, name)
+        splits = {str(d.get("split")) for d in trained
+                  if FRAMES_OF.get(str(d["name"]), str(d["name"])) == whose}
+        if not splits:
             raise cli.UsageError(f"--domain {name}: {args.weights} was not trained on it "
                                  f"(its datasets: {', '.join(sources)})")
-        split_trained = trained[sources.index(name)].get("split")
-        if split != split_trained:
+        if split not in splits:
             raise cli.UsageError(f"--domain {name}:{split}: the samples log numbers the frames "
-                                 f"of the split {args.weights} trained on ({split_trained})")
+                                 f"of the split {args.weights} trained on "
+                                 f"({', '.join(sorted(splits))})")
         dataset = open_dataset(name, root, split)
-        picked = unseen_frames(len(dataset), drawn[name], args.frames)
+        picked = unseen_frames(len(dataset), drawn.get(whose, set()), args.frames)
         key = f"{name}/{split}"
         domains[key] = measure(segmenter, dataset, picked, offsets,
                                progress=not args.no_progress)
