@@ -107,7 +107,7 @@ def test_a_soup_is_the_mean_of_its_stages_and_its_card_lists_them(tmp_path: Path
     assert record["stages"] == [str(one), str(two)] and "stage" not in record
     assert [i["training"]["datasets"][1]["name"] for i in record["ingredients"]] == [
         "idd_lite", "cityscapes_p2p"]
-    assert "epoch" not in soup_card.metrics
+    assert "epoch" not in soup_card.metrics and training["init"] == card.training.get("init", "")
     # half-way: (1 - 0.5) * shipped + 0.5 * (shipped + 1.0)
     interpolate(shipped, [one, two], tmp_path / "half.pt", 0.5)
     for key, value in load_checkpoint(tmp_path / "half.pt")[0].state_dict().items():
@@ -118,4 +118,7 @@ def test_a_soup_is_the_mean_of_its_stages_and_its_card_lists_them(tmp_path: Path
         interpolate(shipped, [one, one], tmp_path / "x.pt", 1.0)
     with pytest.raises(SSNetError, match="already interpolated"):
         interpolate(shipped, [one, out], tmp_path / "x.pt", 1.0)
+    elsewhere = a_stage(shipped, tmp_path / "c" / "final.pt", init="another.pt")
+    with pytest.raises(SSNetError, match="did not all start from the same weights"):
+        interpolate(shipped, [one, elsewhere], tmp_path / "x.pt", 1.0)
     assert not (tmp_path / "x.pt").exists()

@@ -90,10 +90,13 @@ def interpolate(base: Path, stages: Path | Sequence[Path], out: Path, alpha: flo
                           "integer buffers from the first stage")
         record["ingredients"] = [{"stage": str(p), "training": c.training}
                                  for p, c in zip(paths, cards)]
-        training = {"datasets": union_of_datasets(cards), "interpolation": record}
         inits = {str(c.training.get("init", "")) for c in cards}
-        if len(inits) == 1:
-            training["init"] = inits.pop()
+        if len(inits) != 1:
+            raise SSNetError(f"the stages did not all start from the same weights (their "
+                             f"cards' training.init: {', '.join(sorted(inits))}); a soup mixes "
+                             f"stages fine-tuned from one set of weights")
+        training = {"datasets": union_of_datasets(cards), "init": inits.pop(),
+                    "interpolation": record}
     if command:
         record["command"] = command
     card = cards[0].replace(training=training)
