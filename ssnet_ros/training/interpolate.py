@@ -79,6 +79,7 @@ def interpolate(base: Path, stages: Path | Sequence[Path], out: Path, alpha: flo
             mixed[key] = value
     models[0].load_state_dict(mixed)
     record: dict[str, Any] = {"base": base_name or str(base), "alpha": alpha}
+    card = cards[0]
     if len(paths) == 1:
         record["stage"] = str(paths[0])
         record["rule"] = ("(1 - alpha) * base + alpha * stage, floating-point tensors; integer "
@@ -97,13 +98,12 @@ def interpolate(base: Path, stages: Path | Sequence[Path], out: Path, alpha: flo
                              f"stages fine-tuned from one set of weights")
         training = {"datasets": union_of_datasets(cards), "init": inits.pop(),
                     "interpolation": record}
-    if command:
-        record["command"] = command
-    card = cards[0].replace(training=training)
-    if len(paths) > 1:  # the first stage's last epoch is not the soup's
+        # the first stage's last epoch is not the soup's
         card = card.replace(metrics={"note": f"the mean of {len(paths)} stages: no validation "
                                              f"of its own (ssnet-eval it)"})
-    save_checkpoint(out, models[0], card)
+    if command:
+        record["command"] = command
+    save_checkpoint(out, models[0], card.replace(training=training))
     return record
 
 
