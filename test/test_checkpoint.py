@@ -171,6 +171,9 @@ def test_the_card_knows_which_splits_it_trained_on() -> None:
     mixed = card(training={"datasets": [{"name": "camvid", "split": "train+val"},
                                         {"name": "idd_lite", "split": "train"}]})
     assert mixed.training_splits() == {"camvid": {"train", "val"}, "idd_lite": {"train"}}
+    assert mixed.trained_split_names("camvid") == {"train+val"}  # what a samples log numbers
+    assert mixed.trained_split_names("idd_lite_loose") == {"train"}  # the same frames
+    assert mixed.trained_split_names("cityscapes_p2p") == set()
     assert "camvid/val was part of this model's training data" in mixed.trained_on("camvid",
                                                                                    "val")
     assert mixed.trained_on("idd_lite", "holdout") is None

@@ -78,6 +78,16 @@ class ModelCard:
             out[self.dataset] = {"train"}
         return out
 
+    def trained_split_names(self, dataset: str) -> set[str]:
+        """The exact split strings (``train+val`` whole) of the training datasets that read
+        ``dataset``'s frames (``idd_lite_loose`` reads ``idd_lite``'s): what a samples log of
+        these weights numbers."""
+        frames = FRAMES_OF.get(dataset, dataset)
+        return {str(entry.get("split") or "train")
+                for entry in self.training.get("datasets") or ()
+                if isinstance(entry, dict) and entry.get("name")
+                and FRAMES_OF.get(str(entry["name"]), str(entry["name"])) == frames}
+
     def trained_on(self, dataset: str, split: str) -> str | None:
         """A warning when (part of) ``dataset``/``split`` was training data of these weights:
         scores there measure fit, not generalisation; None when it was held out."""

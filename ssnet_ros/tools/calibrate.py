@@ -285,8 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, root, split in (parse_domain(d, args.data) for d in
                               args.domain or DEFAULT_DOMAINS):
         whose = FRAMES_OF.get(name, name)
-        splits = {str(d.get("split")) for d in trained
-                  if FRAMES_OF.get(str(d["name"]), str(d["name"])) == whose}
+        splits = segmenter.card.trained_split_names(name)
         if not splits:
             raise cli.UsageError(f"--domain {name}: {args.weights} was not trained on it "
                                  f"(its datasets: {', '.join(sources)})")
