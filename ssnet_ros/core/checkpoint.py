@@ -69,11 +69,8 @@ class ModelCard:
         """Dataset -> the splits the weights were trained on (``training.datasets``; a card
         without it: the ``train`` split of ``dataset``)."""
         out: dict[str, set[str]] = {}
-        for entry in self.training.get("datasets") or ():
-            if isinstance(entry, dict) and entry.get("name"):
-                parts = str(entry.get("split") or "train").split("+")
-                name = FRAMES_OF.get(str(entry["name"]), str(entry["name"]))
-                out.setdefault(name, set()).update(parts)
+        for frames, split in self._trained_entries():
+            out.setdefault(frames, set()).update(split.split("+"))
         if not out and self.dataset:
             out[self.dataset] = {"train"}
         return out
@@ -82,11 +79,15 @@ class ModelCard:
         """The exact split strings (``train+val`` whole) of the training datasets that read
         ``dataset``'s frames (``idd_lite_loose`` reads ``idd_lite``'s): what a samples log of
         these weights numbers."""
-        frames = FRAMES_OF.get(dataset, dataset)
-        return {str(entry.get("split") or "train")
+        whose = FRAMES_OF.get(dataset, dataset)
+        return {split for frames, split in self._trained_entries() if frames == whose}
+
+    def _trained_entries(self) -> list[tuple[str, str]]:
+        """(whose frames, split string) of each ``training.datasets`` entry."""
+        return [(FRAMES_OF.get(str(entry["name"]), str(entry["name"])),
+                 str(entry.get("split") or "train"))
                 for entry in self.training.get("datasets") or ()
-                if isinstance(entry, dict) and entry.get("name")
-                and FRAMES_OF.get(str(entry["name"]), str(entry["name"])) == frames}
+                if isinstance(entry, dict) and entry.get("name")]
 
     def trained_on(self, dataset: str, split: str) -> str | None:
         """A warning when (part of) ``dataset``/``split`` was training data of these weights:
