@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ssnet_ros import Segmenter, read_card
-from ssnet_ros.core.checkpoint import build_from_card
+from ssnet_ros.core.checkpoint import build_from_card, load_checkpoint
 from ssnet_ros.datasets import open_dataset
 from ssnet_ros.training.evaluate import evaluate
 from ssnet_ros.training.train import class_weights, lr_factor, main, selection_score
@@ -89,6 +89,42 @@ def test_the_seed_fixes_the_initial_weights(data_root: Path, tmp_path: Path) -> 
         finals.append(torch.load(out / "last.pt", weights_only=True)["model"])
     assert finals[0].keys() == finals[1].keys()
     assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])
+
+
+def test_train_head_moves_only_the_head(data_root: Path, tmp_path: Path) -> None:
+    """--train-head 1 from a checkpoint: the classifier and the last decoder stage change; the
+    encoder, the deeper decoder stages and their batch-norm statistics stay bit for bit."""
+    init = tmp_path / "init.pt"
+    start = tmp_path / "start"
+    common = ["--model", "ssnet", "--dataset", "camvid", "--root", str(data_root), "--limit",
+              "2", "--batch-size", "2", "--crop", "64", "64", "--scale", "0.2", "0.2",
+              "--steps-per-epoch", "2", "--epochs", "1", "--warmup-steps", "1",
+              "--val-split", "none", "--class-weights", "none", "--no-progress", "--seed", "4"]
+    assert main(common + ["--out", str(start), "--vgg-weights", "none"]) == 0
+    init.write_bytes((start / "final.pt").read_bytes())
+    out = tmp_path / "head"
+    assert main(common + ["--out", str(out), "--init", str(init), "--train-head", "1",
+                          "--lr", "1e-2"]) == 0
+    old = load_checkpoint(init)[0].state_dict()  # as shipped: fp16-rounded, read back
+    new = torch.load(out / "last.pt", weights_only=True)["model"]
+    moved = {k for k in new if not torch.equal(new[k].to(old[k].dtype), old[k])}
+    assert moved and all(k.startswith(("classifier.", "decoder.3.")) for k in moved), moved
+    assert any(k.startswith("decoder.3.") and k.endswith("running_mean") for k in moved)
+    assert "classifier.weight" in moved
+    card = read_card(out / "final.pt")
+    assert card.training["trainable"] == \
+        "the classifier and the last 1 decoder stage (the rest frozen)"
+    assert card.training["recipe"]["train_head"] == 1
+
+
+def test_train_head_out_of_range_is_one_error(data_root: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--dataset", "camvid", "--root", str(data_root), "--out", str(tmp_path / "r"),
+                 "--limit", "1", "--vgg-weights", "none", "--train-head", "5",
+                 "--no-progress"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("--train-head 5: an SSNet has 4 decoder stages; give 0 (the "
+                            "classifier alone) to 4 (the encoder frozen)"), err
 
 
 @pytest.mark.skipif(not (IDD_ROOT / "leftImg8bit").is_dir(),

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from .augment import ROBUST, AugmentConfig, augment
 from .distributed import Distributed
+from .head import freeze_all_but_head, train_mode
 from ..core.checkpoint import ModelCard, build_from_card, load_checkpoint, save_checkpoint
 from ..datasets import DATASETS, IGNORE_INDEX, SegmentationDataset, open_dataset
 from ..errors import SSNetError
@@ -186,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder-lr-mult", type=float, default=0.25,
                    help="learning-rate factor for the encoder layers (VGG-initialised or "
                         "--init)")
+    p.add_argument("--train-head", type=int, default=None, metavar="N",
+                   help="train only the classifier and the last N decoder stages (SSNet; 0: "
+                        "the classifier alone), the rest frozen with its batch-norm "
+                        "statistics (default: the whole network)")
     p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
     p.add_argument("--warmup-steps", type=int, default=100,
                    help="linear learning-rate warm-up before the cosine decay")
@@ -229,6 +234,14 @@ def _per_dataset(values: Sequence[Any] | None, n: int, default: Any, name: str) 
     if len(values) != n:
         raise SSNetError(f"{name} takes one value or one per dataset ({n}), got {len(values)}")
     return list(values)
+
+
+def _head_words(stages: int) -> str:
+    """What ``--train-head stages`` trains, in words for the model card."""
+    if stages == 0:
+        return "the classifier alone (the rest frozen)"
+    return f"the classifier and the last {stages} decoder stage{'s' if stages > 1 else ''} " \
+           f"(the rest frozen)"
 
 
 def _crops(values: Sequence[int]) -> list[tuple[int, int]]:
@@ -293,11 +306,13 @@ def _train(args: argparse.Namespace, world: Distributed) -> int:  # noqa: C901 -
     else:
         model = build_from_card(card, vgg_weights=vgg)
     model = model.to(device, memory_format=torch.channels_last)
+    frozen = [] if args.train_head is None else freeze_all_but_head(model, args.train_head)
     encoder_ids = {id(p) for p in model.encoder.parameters()} if (vgg or init) else set()
     groups = [
-        {"params": [p for p in model.parameters() if id(p) in encoder_ids],
+        {"params": [p for p in model.parameters() if id(p) in encoder_ids and p.requires_grad],
          "lr_mult": args.encoder_lr_mult},
-        {"params": [p for p in model.parameters() if id(p) not in encoder_ids], "lr_mult": 1.0},
+        {"params": [p for p in model.parameters() if id(p) not in encoder_ids
+                    and p.requires_grad], "lr_mult": 1.0},
     ]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=args.lr,
                                   weight_decay=args.weight_decay)
@@ -354,6 +369,8 @@ def _train(args: argparse.Namespace, world: Distributed) -> int:  # noqa: C901 -
                 "augment": {k: (list(v) if isinstance(v, tuple) else v)
                             for k, v in aug.__dict__.items()},
                 "crops": [list(c) for c in crops], "recipe": recipe,
+                **({"trainable": _head_words(args.train_head)}
+                   if args.train_head is not None else {}),
                 "steps": total_steps, "batch_size": args.batch_size,
                 "precision": "bf16 autocast" if use_amp else "fp32",
                 **({"processes": world.world, "global_batch_size": global_batch}
@@ -374,7 +391,7 @@ def _train(args: argparse.Namespace, world: Distributed) -> int:  # noqa: C901 -
     started = time.monotonic()
     shares = np.array([s.mix for s in sources])
     for epoch in range(start_epoch, args.epochs):
-        model.train()
+        train_mode(model, frozen)
         # every rank draws the same global batch of picks from `rng` and trains on its own
         # share; augmentation draws from a generator of its own (one process: the same one)
         rng = np.random.default_rng([args.seed, epoch])
@@ -452,7 +469,7 @@ def _train(args: argparse.Namespace, world: Distributed) -> int:  # noqa: C901 -
                         summary["drivable"]["precision"]
                     if prefix == "val":
                         record["val_pixel_accuracy"] = summary["pixel_accuracy"]
-                model.train()
+                train_mode(model, frozen)
                 record["select_score"] = score = selection_score(results)
                 if score > best:
                     best = score
